@@ -1,0 +1,312 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// closeReason says why a client was closed. Its String is both the "reason"
+// log field and the metric label; the first reason recorded wins.
+type closeReason int32
+
+const (
+	reasonNone           closeReason = iota // not closed (yet)
+	reasonEOF                               // peer closed its side
+	reasonReadError                         // read failed (reset, ...)
+	reasonWriteError                        // write failed (reset, broken pipe)
+	reasonMessageTooLong                    // line/len32 payload over --max-message
+	reasonSlowClient                        // fell behind the others with a full queue, --slow=disconnect
+	reasonWriteTimeout                      // a write blocked longer than --write-timeout
+	reasonServerFull                        // over --max-clients
+	reasonShutdown                          // SIGINT/SIGTERM
+	numCloseReasons
+)
+
+var reasonNames = [numCloseReasons]string{
+	reasonNone: "none", reasonEOF: "eof", reasonReadError: "read_error", reasonWriteError: "write_error",
+	reasonMessageTooLong: "message_too_long", reasonSlowClient: "slow_client",
+	reasonWriteTimeout: "write_timeout", reasonServerFull: "server_full", reasonShutdown: "shutdown",
+}
+
+func (r closeReason) String() string { return reasonNames[r] }
+
+// level is the log level of a close for this reason: warn when the client
+// caused it, debug for the normal ways a connection ends.
+func (r closeReason) level() zerolog.Level {
+	switch r {
+	case reasonMessageTooLong, reasonSlowClient, reasonWriteTimeout, reasonServerFull:
+		return zerolog.WarnLevel
+	}
+	return zerolog.DebugLevel
+}
+
+const (
+	// sendBatches is the capacity of a client's send channel. The queue is
+	// bounded by --queue and --max-pending; batches keep the channel short,
+	// so an idle client's channel costs a few hundred bytes.
+	sendBatches = 32
+	// maxWriteVec and maxWriteBytes bound one write call, so that pending
+	// counts fall (and a stalled hub wakes) while a large queue drains.
+	maxWriteVec   = 64
+	maxWriteBytes = 256 << 10
+	// lingerTimeout bounds how long a closing connection that still has
+	// unread input is drained after its last write (see finish).
+	lingerTimeout = 500 * time.Millisecond
+)
+
+// A client is the server side of one TCP connection.
+type client struct {
+	// Immutable after newClient.
+	id          uint64         // process-wide, increasing; "client_id" in logs
+	conn        net.Conn       //
+	hub         *hub           //
+	log         zerolog.Logger // carries client_id and remote
+	connectedAt time.Time      //
+	send        chan *batch    // outbound queue; closed only by the hub
+	writerDone  chan struct{}  // closed when writeLoop returns
+
+	// Owned by the hub goroutine (hub.run).
+	index    int  // position in hub.clients; -1 when not registered
+	reading  bool // registered and readLoop has not left
+	lagging  bool // --slow=drop: fell behind; skipped without waiting while its queue is half full
+	ownMsgs  int  // --exclude-sender: this client's messages in the batch being fanned out
+	ownBytes int  // and their bytes
+
+	// Accessed atomically: the hub adds, writeLoop subtracts.
+	pendingMsgs  atomic.Int64 // messages queued, bounded by --queue
+	pendingBytes atomic.Int64 // bytes queued, bounded by --max-pending
+	stalled      atomic.Bool  // set by the hub while it waits for room in this queue
+
+	// Statistics, each written by one goroutine and read by anyone.
+	msgsIn, bytesIn   atomic.Uint64 // readLoop
+	msgsOut, bytesOut atomic.Uint64 // writeLoop
+	dropped           atomic.Uint64 // hub, --slow=drop
+
+	reason    atomic.Int32 // first closeReason recorded, see setReason
+	closeOnce sync.Once
+}
+
+// newClient returns the client for conn, not yet registered with the hub.
+func newClient(id uint64, conn net.Conn, h *hub, log zerolog.Logger) *client {
+	return &client{
+		id:          id,
+		conn:        conn,
+		hub:         h,
+		log:         log.With().Uint64("client_id", id).Str("remote", conn.RemoteAddr().String()).Logger(),
+		connectedAt: time.Now(),
+		send:        make(chan *batch, sendBatches),
+		writerDone:  make(chan struct{}),
+		index:       -1,
+	}
+}
+
+// setReason records r as the reason c closes, unless one was recorded before.
+func (c *client) setReason(r closeReason) {
+	c.reason.CompareAndSwap(int32(reasonNone), int32(r))
+}
+
+// closeReason returns the reason recorded by setReason.
+func (c *client) closeReason() closeReason { return closeReason(c.reason.Load()) }
+
+// close records r and closes the connection, which ends both loops: a blocked
+// read or write fails at once. It is safe to call more than once.
+func (c *client) close(r closeReason) {
+	c.setReason(r)
+	c.closeOnce.Do(func() { c.conn.Close() })
+}
+
+// readLoop reads messages and hands them to the hub until the connection
+// ends. It returns why it stopped.
+func (c *client) readLoop() closeReason {
+	h := c.hub
+	f := newFramer(c.conn, h.cfg.framing, h.cfg.maxMessage, h.maxBatchMsgs)
+	for {
+		data, n, err := f.next()
+		if err != nil {
+			return c.readFailed(err, f.partial())
+		}
+		c.msgsIn.Add(uint64(n))
+		c.bytesIn.Add(uint64(len(data)))
+		h.m.messagesReceived.Add(uint64(n))
+		h.m.bytesReceived.Add(uint64(len(data)))
+		// This blocks while the hub is stalled on full queues: the reader
+		// stops reading and TCP pushes back on the publisher (README).
+		select {
+		case h.publish <- message{from: c, data: data, count: n}:
+		case <-h.done:
+			return reasonShutdown
+		}
+	}
+}
+
+// readFailed maps the error that ended readLoop to a close reason.
+func (c *client) readFailed(err error, partial int) closeReason {
+	switch {
+	case errors.Is(err, io.EOF):
+		if partial > 0 {
+			c.log.Debug().Int("bytes", partial).Msg("partial message discarded at eof")
+		}
+		return reasonEOF
+	case errors.Is(err, errMessageTooLong):
+		return reasonMessageTooLong
+	case c.hub.closing.Load() && errors.Is(err, os.ErrDeadlineExceeded):
+		return reasonShutdown
+	}
+	if r := c.closeReason(); r != reasonNone {
+		return r // closed by the hub or the writer; that is the reason
+	}
+	c.log.Debug().Err(err).Msg("read failed")
+	return reasonReadError
+}
+
+// outbuf is a writer's scratch: the messages of one write call.
+type outbuf struct {
+	vec   net.Buffers
+	msgs  int
+	bytes int
+}
+
+// outbufs keeps writers' scratch between wake-ups, so an idle client holds none.
+var outbufs = sync.Pool{New: func() any { return &outbuf{vec: make(net.Buffers, 0, maxWriteVec)} }}
+
+// writeLoop drains the send queue to the socket until the hub closes send.
+// After a failed write it keeps receiving, and discards, so that the hub never
+// waits on a dead client; then it closes the connection.
+func (c *client) writeLoop() {
+	defer close(c.writerDone)
+	for b := range c.send {
+		if err := c.write(b); err != nil {
+			c.close(writeReason(err))
+			c.log.Debug().Err(err).Msg("write failed")
+			for b := range c.send {
+				c.dequeue(c.share(b.msgs))
+			}
+			return
+		}
+	}
+	c.finish()
+}
+
+// write writes batch b and every batch queued behind it, in write calls of
+// at most maxWriteVec slices and about maxWriteBytes, each with a deadline.
+func (c *client) write(b *batch) error {
+	w := outbufs.Get().(*outbuf)
+	defer outbufs.Put(w)
+	exclude := c.hub.cfg.excludeSender
+	for {
+		for i, m := range b.msgs {
+			if exclude && m.from == c {
+				continue
+			}
+			w.vec = append(w.vec, m.data)
+			w.msgs += m.count
+			w.bytes += len(m.data)
+			if len(w.vec) == maxWriteVec || w.bytes >= maxWriteBytes {
+				if err := c.flush(w); err != nil {
+					c.dequeue(c.share(b.msgs[i+1:])) // never to be written
+					return err
+				}
+			}
+		}
+		select {
+		case next, ok := <-c.send:
+			if ok {
+				b = next
+				continue
+			}
+			// Closed: flush, and the caller's range loop sees the close.
+		default:
+		}
+		return c.flush(w)
+	}
+}
+
+// flush writes w's messages in one write call and takes them off the queue.
+func (c *client) flush(w *outbuf) error {
+	if len(w.vec) == 0 {
+		return nil
+	}
+	c.conn.SetWriteDeadline(time.Now().Add(c.hub.cfg.writeTimeout))
+	var err error
+	if len(w.vec) == 1 {
+		_, err = c.conn.Write(w.vec[0])
+	} else {
+		v := w.vec // WriteTo consumes its receiver
+		_, err = v.WriteTo(c.conn)
+	}
+	if err == nil {
+		c.msgsOut.Add(uint64(w.msgs))
+		c.bytesOut.Add(uint64(w.bytes))
+		c.hub.m.messagesDelivered.Add(uint64(w.msgs))
+		c.hub.m.bytesDelivered.Add(uint64(w.bytes))
+	}
+	c.dequeue(w.msgs, w.bytes)
+	clear(w.vec) // drop references, so written messages can be freed
+	w.vec, w.msgs, w.bytes = w.vec[:0], 0, 0
+	return err
+}
+
+// dequeue takes n messages of size bytes off c's pending counts and wakes the
+// hub if it is waiting for room in c's queue.
+func (c *client) dequeue(n, size int) {
+	c.pendingMsgs.Add(-int64(n))
+	c.pendingBytes.Add(-int64(size))
+	if c.stalled.Load() {
+		select {
+		case c.hub.room <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// share returns how many of msgs, and bytes, are for c: the hub queued
+// exactly these for it.
+func (c *client) share(msgs []message) (n, size int) {
+	for _, m := range msgs {
+		if !c.hub.cfg.excludeSender || m.from != c {
+			n, size = n+m.count, size+len(m.data)
+		}
+	}
+	return n, size
+}
+
+// writeReason maps a failed write to a close reason.
+func writeReason(err error) closeReason {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return reasonWriteTimeout
+	}
+	return reasonWriteError
+}
+
+// finish ends a connection whose queue has been written out. A client closed
+// for an over-long message first gets one notice. Unless the peer has already
+// closed its side, the server sends FIN and discards input for a moment
+// before closing, as net/http does: closing a socket with unread input sends
+// RST, and the peer could lose the tail of what it was sent.
+func (c *client) finish() {
+	cfg := &c.hub.cfg
+	r := c.closeReason()
+	if r == reasonEOF {
+		return
+	}
+	deadline := time.Now().Add(lingerTimeout)
+	if r == reasonMessageTooLong {
+		c.conn.SetWriteDeadline(deadline)
+		notice := fmt.Sprintf("echohub: message too long (max %d bytes); closing", cfg.maxMessage)
+		if _, err := c.conn.Write(cfg.framing.encodeNotice(notice)); err != nil {
+			return
+		}
+	}
+	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		c.conn.SetReadDeadline(deadline)
+		io.Copy(io.Discard, io.LimitReader(c.conn, int64(cfg.maxPending)))
+	}
+}

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/urfave/cli/v2"
+)
+
+// slowPolicy is what the hub does with a client that falls behind (--slow).
+type slowPolicy int
+
+const (
+	slowDisconnect slowPolicy = iota // close the client
+	slowDrop                         // skip the message for that client alone
+)
+
+var slowNames = []string{slowDisconnect: "disconnect", slowDrop: "drop"}
+
+func (p slowPolicy) String() string { return slowNames[p] }
+
+// config is everything `echohub serve` is told by its flags. The zero value is
+// not useful; start from defaultConfig.
+type config struct {
+	listen          string
+	framing         framing
+	maxMessage      int // largest line (counting its '\n') or len32 payload; raw: the read size
+	excludeSender   bool
+	queue           int // per-client queue bound, in messages
+	maxPending      int // per-client queue bound, in bytes
+	slow            slowPolicy
+	writeTimeout    time.Duration
+	maxClients      int // 0 = unlimited
+	logLevel        zerolog.Level
+	logFormat       string // auto, json or console
+	shutdownTimeout time.Duration
+}
+
+// defaultConfig returns the documented defaults (README flags table).
+func defaultConfig() config {
+	return config{
+		listen:          "127.0.0.1:7000",
+		framing:         framingLine,
+		maxMessage:      64 << 10,
+		queue:           1024,
+		maxPending:      4 << 20,
+		slow:            slowDisconnect,
+		writeTimeout:    10 * time.Second,
+		maxClients:      10000,
+		logLevel:        zerolog.InfoLevel,
+		logFormat:       "auto",
+		shutdownTimeout: 5 * time.Second,
+	}
+}
+
+// serveFlags are the flags of `echohub serve`. Each is also read from the
+// environment as ECHOHUB_<FLAG>.
+func serveFlags() []cli.Flag {
+	d := defaultConfig()
+	env := func(name string) []string {
+		return []string{"ECHOHUB_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))}
+	}
+	str := func(name, value, usage string) cli.Flag {
+		return &cli.StringFlag{Name: name, Value: value, Usage: usage, EnvVars: env(name)}
+	}
+	dur := func(name string, value time.Duration, usage string) cli.Flag {
+		return &cli.DurationFlag{Name: name, Value: value, Usage: usage, EnvVars: env(name)}
+	}
+	return []cli.Flag{
+		str("listen", d.listen, "TCP `ADDR` to listen on (loopback by default; the Docker image sets 0.0.0.0:7000)"),
+		str("framing", d.framing.String(), "message framing `MODE`: line, raw or len32"),
+		str("max-message", formatSize(d.maxMessage), "largest line (counting its '\\n') or len32 payload; raw: the read size, in `BYTES` (KiB, MiB suffixes allowed)"),
+		&cli.BoolFlag{Name: "exclude-sender", Usage: "do not deliver a message back to its own sender", EnvVars: env("exclude-sender")},
+		&cli.IntFlag{Name: "queue", Value: d.queue, Usage: "per-client queue bound, in messages (`N`)", EnvVars: env("queue")},
+		str("max-pending", formatSize(d.maxPending), "per-client queue bound, in `BYTES`"),
+		str("slow", d.slow.String(), "`POLICY` for a client that falls behind the others: disconnect it, or drop messages for it alone"),
+		dur("write-timeout", d.writeTimeout, "a socket write blocked longer than this `DUR`ation disconnects the client"),
+		&cli.IntFlag{Name: "max-clients", Value: d.maxClients, Usage: "most clients at once (`N`), 0 = unlimited; past it a new client gets one notice line and is closed", EnvVars: env("max-clients")},
+		str("log-level", d.logLevel.String(), "log `LEVEL`: debug, info, warn or error"),
+		str("log-format", d.logFormat, "log `FORMAT`: auto (console on a terminal, JSON otherwise), json or console"),
+		dur("shutdown-timeout", d.shutdownTimeout, "on SIGINT/SIGTERM: stop accepting and reading, flush queues for up to this `DUR`ation, then close all"),
+	}
+}
+
+// configFromCLI reads and validates the flags of `echohub serve`. Its errors
+// name the flag.
+func configFromCLI(cCtx *cli.Context) (config, error) {
+	cfg := defaultConfig()
+	var errs []error
+	flagErr := func(name string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--%s: %w", name, err))
+		}
+	}
+	var err error
+	cfg.listen = cCtx.String("listen")
+	cfg.framing, err = parseFraming(cCtx.String("framing"))
+	flagErr("framing", err)
+	cfg.maxMessage, err = parseSize(cCtx.String("max-message"))
+	flagErr("max-message", err)
+	cfg.excludeSender = cCtx.Bool("exclude-sender")
+	cfg.queue = cCtx.Int("queue")
+	cfg.maxPending, err = parseSize(cCtx.String("max-pending"))
+	flagErr("max-pending", err)
+	cfg.slow, err = parseSlow(cCtx.String("slow"))
+	flagErr("slow", err)
+	cfg.writeTimeout = cCtx.Duration("write-timeout")
+	cfg.maxClients = cCtx.Int("max-clients")
+	cfg.logLevel, err = parseLevel(cCtx.String("log-level"))
+	flagErr("log-level", err)
+	cfg.logFormat = cCtx.String("log-format")
+	cfg.shutdownTimeout = cCtx.Duration("shutdown-timeout")
+	if len(errs) > 0 {
+		return cfg, errs[0]
+	}
+	return cfg, cfg.validate()
+}
+
+// validate checks the values that each parsed on its own but are out of range
+// or do not fit together.
+func (cfg config) validate() error {
+	switch {
+	case cfg.listen == "":
+		return errors.New("--listen: empty address")
+	case cfg.maxMessage < 1 || cfg.maxMessage > math.MaxInt32:
+		return fmt.Errorf("--max-message: %d is out of range (1 to %d)", cfg.maxMessage, math.MaxInt32)
+	case cfg.queue < 1:
+		return fmt.Errorf("--queue: %d is out of range (want at least 1)", cfg.queue)
+	case cfg.maxPending < cfg.framing.maxFrame(cfg.maxMessage):
+		return fmt.Errorf("--max-pending: %d is less than one largest message (%d bytes, from --max-message)",
+			cfg.maxPending, cfg.framing.maxFrame(cfg.maxMessage))
+	case cfg.writeTimeout <= 0:
+		return fmt.Errorf("--write-timeout: %v is out of range (want more than 0)", cfg.writeTimeout)
+	case cfg.maxClients < 0:
+		return fmt.Errorf("--max-clients: %d is out of range (want 0 for unlimited, or more)", cfg.maxClients)
+	case cfg.logFormat != "auto" && cfg.logFormat != "json" && cfg.logFormat != "console":
+		return fmt.Errorf("--log-format: unknown value %q (want auto, json, console)", cfg.logFormat)
+	case cfg.shutdownTimeout < 0:
+		return fmt.Errorf("--shutdown-timeout: %v is out of range (want 0 or more)", cfg.shutdownTimeout)
+	}
+	return nil
+}
+
+// parseSlow returns the slow-client policy named s.
+func parseSlow(s string) (slowPolicy, error) {
+	for i, name := range slowNames {
+		if s == name {
+			return slowPolicy(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown value %q (want %s)", s, strings.Join(slowNames, ", "))
+}
+
+// parseLevel returns the log level named s; only the four documented ones.
+func parseLevel(s string) (zerolog.Level, error) {
+	switch s {
+	case "debug", "info", "warn", "error":
+		return zerolog.ParseLevel(s)
+	}
+	return 0, fmt.Errorf("unknown value %q (want debug, info, warn, error)", s)
+}
+
+var sizeUnits = []struct {
+	suffix string
+	shift  uint
+}{{"GiB", 30}, {"MiB", 20}, {"KiB", 10}, {"G", 30}, {"M", 20}, {"K", 10}, {"B", 0}}
+
+// parseSize reads a byte count: a plain number, or one with a binary suffix
+// (KiB, MiB, GiB, or K, M, G), as in "65536", "64KiB" and "4MiB".
+func parseSize(s string) (int, error) {
+	num, shift := strings.TrimSpace(s), uint(0)
+	for _, u := range sizeUnits {
+		if rest, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, shift = strings.TrimSpace(rest), u.shift
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt32>>shift {
+		return 0, fmt.Errorf("invalid size %q (want a number of bytes, optionally with KiB, MiB or GiB, up to 2GiB)", s)
+	}
+	return int(n) << shift, nil
+}
+
+// formatSize writes n the way parseSize reads it, with the largest exact unit.
+func formatSize(n int) string {
+	for _, u := range sizeUnits[:3] {
+		if n >= 1<<u.shift && n%(1<<u.shift) == 0 {
+			return strconv.Itoa(n>>u.shift) + u.suffix
+		}
+	}
+	return strconv.Itoa(n)
+}

@@ -1,0 +1,329 @@
+package main
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// A message is what a reader hands the hub: count complete messages from one
+// client, back to back and framed exactly as received (one read's worth, so
+// that a burst costs one allocation and one channel send). The hub and every
+// writer share data read-only: nobody modifies it once it is sent on publish.
+type message struct {
+	from  *client
+	data  []byte
+	count int
+}
+
+// A batch is what the hub hands each client in one channel send: messages in
+// the hub's order. It is immutable once fanned out and shared by every
+// receiver, so the hub pays per batch, not per message, for each client.
+type batch struct {
+	msgs  []message
+	count int // sum of msgs[i].count
+	bytes int // sum of len(msgs[i].data)
+}
+
+const (
+	// stallTick is how often a stalled hub re-checks who is behind.
+	stallTick = 10 * time.Millisecond
+	// stallLimit is how long the hub waits for room in a full queue before
+	// it may judge that client slow: the "moment" one frozen reader can hold
+	// the stream (README, slow clients).
+	stallLimit = 200 * time.Millisecond
+	// publishQueue is the capacity of the hub's publish inbox, in messages.
+	publishQueue = 256
+)
+
+// A hub is the one goroutine that owns the client registry and fans every
+// message out to every client's queue, in one total order.
+type hub struct {
+	// Immutable after newHub.
+	cfg           config
+	log           zerolog.Logger
+	dropLog       zerolog.Logger // sampled: drop warnings can come per batch
+	m             *metrics
+	maxBatchMsgs  int // a batch always fits an empty queue: see newHub
+	maxBatchBytes int
+	join          chan *client  // a new client, before its loops start
+	leave         chan *client  // a client whose readLoop has ended
+	publish       chan message  // messages from readers
+	room          chan struct{} // cap 1: a writer freed room in a stalled client's queue
+	stop          chan struct{} // closed by server.Shutdown: finish once every reader has left
+	done          chan struct{} // closed when run returns
+
+	closing  atomic.Bool // set by server.Shutdown before it stops the readers
+	stopOnce sync.Once   // closes stop
+
+	// Owned by the hub goroutine (hub.run).
+	clients  []*client // registered clients, in no particular order
+	reading  int       // registered clients whose readLoop has not left
+	draining bool      // stop is closed
+	slow     []*client // scratch: clients to disconnect after a fanout
+	stall    *time.Timer
+}
+
+// newHub returns a hub for cfg; run starts it.
+func newHub(cfg config, log zerolog.Logger, m *metrics) *hub {
+	// A reader hands over at most maxBatchMsgs messages at a time, and one
+	// message is at most maxFrame bytes. collect stops adding to a batch once
+	// it reaches either limit, so a batch holds under 2*maxBatchMsgs <= queue
+	// messages and under maxBatchBytes+maxFrame <= max-pending bytes: it
+	// always fits an empty queue.
+	maxFrame := cfg.framing.maxFrame(cfg.maxMessage)
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &hub{
+		cfg:           cfg,
+		log:           log,
+		dropLog:       log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}),
+		m:             m,
+		maxBatchMsgs:  max(1, cfg.queue/4),
+		maxBatchBytes: min(cfg.maxPending/4, cfg.maxPending-maxFrame),
+		join:          make(chan *client),
+		leave:         make(chan *client),
+		publish:       make(chan message, publishQueue),
+		room:          make(chan struct{}, 1),
+		stop:          make(chan struct{}),
+		done:          make(chan struct{}),
+		stall:         t,
+	}
+}
+
+// run is the hub goroutine. It returns after stop is closed and every
+// registered client's readLoop has left, having closed every send channel,
+// so that writers flush what is queued and exit.
+func (h *hub) run() {
+	defer close(h.done)
+	stop := h.stop
+	for !h.draining || h.reading > 0 {
+		select {
+		case c := <-h.join:
+			h.add(c)
+		case c := <-h.leave:
+			// The reader sent its last messages before it left: fan out
+			// what is waiting first, so none of them is lost to anyone.
+			for n := len(h.publish); n > 0; {
+				b, taken := h.collect(<-h.publish)
+				h.fanout(b)
+				n -= taken
+			}
+			h.left(c)
+		case m := <-h.publish:
+			b, _ := h.collect(m)
+			h.fanout(b)
+		case <-stop:
+			h.draining, stop = true, nil
+		}
+	}
+	for len(h.clients) > 0 {
+		h.remove(h.clients[len(h.clients)-1], reasonNone)
+	}
+}
+
+// register hands c to the hub. It reports false if the hub has exited.
+func (h *hub) register(c *client) bool {
+	select {
+	case h.join <- c:
+		return true
+	case <-h.done:
+		return false
+	}
+}
+
+// unregister tells the hub that c's readLoop has ended.
+func (h *hub) unregister(c *client) {
+	select {
+	case h.leave <- c:
+	case <-h.done:
+	}
+}
+
+// add registers c.
+func (h *hub) add(c *client) {
+	c.index, c.reading = len(h.clients), true
+	h.clients = append(h.clients, c)
+	h.reading++
+	h.m.clients.Add(1)
+}
+
+// left handles the end of c's readLoop. While the server shuts down, c stays
+// registered, so it still gets what the other readers hand over; run removes
+// every client at the end.
+func (h *hub) left(c *client) {
+	if c.index < 0 || !c.reading {
+		return // removed already, by a slow-client close
+	}
+	c.reading = false
+	h.reading--
+	if !h.draining {
+		h.remove(c, reasonNone)
+	}
+}
+
+// remove unregisters c and closes its send channel; with a reason, it also
+// closes the connection. Only the hub calls it, and only once per client.
+func (h *hub) remove(c *client, r closeReason) {
+	last := len(h.clients) - 1
+	h.clients[c.index] = h.clients[last]
+	h.clients[c.index].index = c.index
+	h.clients[last] = nil
+	h.clients = h.clients[:last]
+	c.index = -1
+	if c.reading {
+		c.reading = false
+		h.reading--
+	}
+	close(c.send)
+	h.m.clients.Add(-1)
+	if r != reasonNone {
+		c.close(r)
+	}
+}
+
+// collect returns a batch of m and of whatever else is waiting in publish,
+// within the batch limits, and how many messages it took from publish.
+func (h *hub) collect(m message) (*batch, int) {
+	b := &batch{msgs: make([]message, 0, min(len(h.publish)+1, 64))}
+	taken := 1
+	b.add(m)
+	for b.count < h.maxBatchMsgs && b.bytes < h.maxBatchBytes {
+		select {
+		case m := <-h.publish:
+			b.add(m)
+			taken++
+			continue
+		default:
+		}
+		break
+	}
+	return b, taken
+}
+
+// add appends m to b.
+func (b *batch) add(m message) {
+	b.msgs = append(b.msgs, m)
+	b.count += m.count
+	b.bytes += len(m.data)
+}
+
+// fanout queues b for every registered client without waiting on any one of
+// them for more than a moment (see deliver). It runs on the hub goroutine.
+func (h *hub) fanout(b *batch) {
+	if h.cfg.excludeSender {
+		for _, m := range b.msgs {
+			m.from.ownMsgs += m.count
+			m.from.ownBytes += len(m.data)
+		}
+	}
+	for _, c := range h.clients {
+		if n, size := b.count-c.ownMsgs, b.bytes-c.ownBytes; n > 0 {
+			h.deliver(c, b, n, size)
+		}
+	}
+	if h.cfg.excludeSender {
+		for _, m := range b.msgs {
+			m.from.ownMsgs, m.from.ownBytes = 0, 0
+		}
+	}
+	for i, c := range h.slow {
+		h.remove(c, reasonSlowClient)
+		h.slow[i] = nil
+	}
+	h.slow = h.slow[:0]
+}
+
+// deliver queues b, of which n messages and size bytes are for c. When c's
+// queue is full the hub waits for room, which slows intake and so pushes back
+// on publishers (README), but only while c keeps up with the others: a client
+// still full after stallLimit while most others have room is slow, and is
+// disconnected or, under --slow=drop, skipped until its queue is half empty.
+func (h *hub) deliver(c *client, b *batch, n, size int) {
+	if c.lagging {
+		if h.congested(c) {
+			h.drop(c, n, size)
+			return
+		}
+		c.lagging = false
+	}
+	if !h.fits(c, n, size) && !h.waitRoom(c, n, size) {
+		if h.cfg.slow == slowDrop {
+			c.lagging = true
+			h.drop(c, n, size)
+		} else {
+			h.slow = append(h.slow, c)
+		}
+		return
+	}
+	c.pendingMsgs.Add(int64(n))
+	c.pendingBytes.Add(int64(size))
+	c.send <- b // never blocks: only the hub sends, and fits saw room
+}
+
+// fits reports whether n more messages of size bytes fit c's queue.
+func (h *hub) fits(c *client, n, size int) bool {
+	return c.pendingMsgs.Load()+int64(n) <= int64(h.cfg.queue) &&
+		c.pendingBytes.Load()+int64(size) <= int64(h.cfg.maxPending) &&
+		len(c.send) < cap(c.send)
+}
+
+// congested reports whether c's queue is at least half full.
+func (h *hub) congested(c *client) bool {
+	return 2*c.pendingMsgs.Load() >= int64(h.cfg.queue) ||
+		2*c.pendingBytes.Load() >= int64(h.cfg.maxPending) ||
+		2*len(c.send) >= cap(c.send)
+}
+
+// waitRoom waits until n messages of size bytes fit c's queue and reports
+// true, or reports false once c has been full for stallLimit while at least
+// half of the other clients are not congested: c is behind the others. When
+// everyone is behind, it goes on waiting; a writer stuck past --write-timeout
+// is closed and then discards, so the wait always ends.
+func (h *hub) waitRoom(c *client, n, size int) bool {
+	c.stalled.Store(true) // before fits: a writer that frees room after it signals
+	defer c.stalled.Store(false)
+	start := time.Now()
+	h.stall.Reset(stallTick)
+	defer h.stall.Stop()
+	for !h.fits(c, n, size) {
+		select {
+		case <-h.room:
+		case <-h.stall.C:
+			if time.Since(start) >= stallLimit && h.behind(c) {
+				return false
+			}
+			h.stall.Reset(stallTick)
+		}
+	}
+	return true
+}
+
+// behind reports whether at least half of the clients other than c have room.
+func (h *hub) behind(c *client) bool {
+	others, calm := 0, 0
+	for _, o := range h.clients {
+		if o != c {
+			others++
+			if !h.congested(o) {
+				calm++
+			}
+		}
+	}
+	return others > 0 && 2*calm >= others
+}
+
+// drop counts n messages of size bytes skipped for c under --slow=drop.
+func (h *hub) drop(c *client, n, size int) {
+	r := dropQueueFull
+	if c.pendingBytes.Load()+int64(size) > int64(h.cfg.maxPending) {
+		r = dropMaxPending
+	}
+	c.dropped.Add(uint64(n))
+	h.m.dropped[r].Add(uint64(n))
+	h.dropLog.Warn().Uint64("client_id", c.id).Str("reason", r.String()).
+		Int64("queue_len", c.pendingMsgs.Load()).Int64("pending_bytes", c.pendingBytes.Load()).
+		Uint64("dropped", c.dropped.Load()).Msg("messages dropped for slow client")
+}

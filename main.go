@@ -1,0 +1,129 @@
+// Command echohub is a TCP broadcast hub: every message from any client is
+// delivered, byte-exact, to every connected client.
+//
+// Run `echohub serve` and connect with `echohub client`, nc or telnet; see
+// README.md for the flags, the guarantees and the design.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/rs/zerolog"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal kills the process at once
+	}()
+	os.Exit(run(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run is the whole command line: it runs args and returns the exit code. An
+// error is printed once to stderr as "echohub: <err>"; help goes to stdout.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	app := &cli.App{
+		Name:           "echohub",
+		Usage:          "a TCP broadcast hub: every message from any client reaches every client",
+		HideVersion:    true,
+		Reader:         stdin,
+		Writer:         stdout,
+		ErrWriter:      stderr,
+		ExitErrHandler: func(*cli.Context, error) {}, // run prints errors, once
+		OnUsageError:   usageError,
+		Commands:       []*cli.Command{serveCommand(), clientCommand(), versionCommand()},
+	}
+	for _, c := range app.Commands {
+		c.OnUsageError = usageError
+	}
+	if len(args) > 1 && !strings.HasPrefix(args[1], "-") && app.Command(args[1]) == nil && args[1] != "help" && args[1] != "h" {
+		fmt.Fprintf(stderr, "echohub: unknown command %q (want serve, client, bench or version)\n", args[1])
+		return 1
+	}
+	if err := app.RunContext(ctx, args); err != nil {
+		fmt.Fprintf(stderr, "echohub: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// usageError turns a flag parsing error into run's one-line error, without
+// the help text urfave/cli would print.
+func usageError(cCtx *cli.Context, err error, _ bool) error {
+	if cCtx.Command != nil && cCtx.Command.Name != "" {
+		return fmt.Errorf("%s: %w", cCtx.Command.Name, err)
+	}
+	return err
+}
+
+// serveCommand is `echohub serve`.
+func serveCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "run the hub",
+		Flags: serveFlags(),
+		Action: func(cCtx *cli.Context) error {
+			if cCtx.NArg() > 0 {
+				return fmt.Errorf("serve: unexpected argument %q", cCtx.Args().First())
+			}
+			cfg, err := configFromCLI(cCtx)
+			if err != nil {
+				return err
+			}
+			log := newLogger(cCtx.App.ErrWriter, cfg.logLevel, cfg.logFormat)
+			ln, err := net.Listen("tcp", cfg.listen)
+			if err != nil {
+				return fmt.Errorf("--listen: %w", err)
+			}
+			return serve(cCtx.Context, cfg, log, ln)
+		},
+	}
+}
+
+// serve runs a server on ln until ctx is done or serving fails, and then
+// shuts it down gracefully within --shutdown-timeout. A timeout during
+// shutdown is logged, not an error (README).
+func serve(ctx context.Context, cfg config, log zerolog.Logger, ln net.Listener) error {
+	s := newServer(cfg, log)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := s.Serve(ln); !errors.Is(err, errServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info().Dur("timeout", cfg.shutdownTimeout).Msg("shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+		defer cancel()
+		if err := s.Shutdown(sctx); err != nil {
+			log.Warn().Err(err).Msg("shutdown timed out; remaining clients were closed")
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// versionCommand is `echohub version`.
+func versionCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "version",
+		Usage: "print the version",
+		Action: func(cCtx *cli.Context) error {
+			fmt.Fprintln(cCtx.App.Writer, "echohub", versionString())
+			return nil
+		},
+	}
+}

@@ -84,6 +84,7 @@ type client struct {
 	pendingMsgs  atomic.Int64 // messages queued, bounded by --queue
 	pendingBytes atomic.Int64 // bytes queued, bounded by --max-pending
 	stalled      atomic.Bool  // set by the hub while it waits for room in this queue
+	writingSince atomic.Int64 // set by writeLoop: UnixNano when the write in progress began, 0 between writes
 
 	// Statistics, each written by one goroutine and read by anyone.
 	msgsIn, bytesIn   atomic.Uint64 // readLoop
@@ -234,7 +235,9 @@ func (c *client) flush(w *outbuf) error {
 	if len(w.vec) == 0 {
 		return nil
 	}
-	c.conn.SetWriteDeadline(time.Now().Add(c.hub.cfg.writeTimeout))
+	now := time.Now()
+	c.writingSince.Store(now.UnixNano())
+	c.conn.SetWriteDeadline(now.Add(c.hub.cfg.writeTimeout))
 	var err error
 	if len(w.vec) == 1 {
 		_, err = c.conn.Write(w.vec[0])
@@ -242,6 +245,7 @@ func (c *client) flush(w *outbuf) error {
 		v := w.vec // WriteTo consumes its receiver
 		_, err = v.WriteTo(c.conn)
 	}
+	c.writingSince.Store(0)
 	if err == nil {
 		c.msgsOut.Add(uint64(w.msgs))
 		c.bytesOut.Add(uint64(w.bytes))

@@ -39,6 +39,11 @@ type config struct {
 	logLevel        zerolog.Level
 	logFormat       string // auto, json or console
 	shutdownTimeout time.Duration
+
+	// sendBuffer, when positive, sets SO_SNDBUF on accepted connections. It
+	// has no flag: tests use it so that a frozen reader fills its queue
+	// after kilobytes rather than after the kernel's megabytes.
+	sendBuffer int
 }
 
 // defaultConfig returns the documented defaults (README flags table).

@@ -74,6 +74,7 @@ type framer struct {
 	start, end int
 	scanned    int   // line mode: buf[start:scanned] holds no '\n'
 	short      int   // consecutive reads that used under a quarter of buf
+	full       bool  // the last read filled buf: the stream has more, so grow it
 	err        error // first read error, returned once buffered messages are out
 }
 
@@ -155,7 +156,12 @@ func (f *framer) fill() {
 		f.buf = make([]byte, min(minReadBuffer, limit))
 	case f.start == f.end:
 		f.start, f.end, f.scanned = 0, 0, 0
-		if f.short >= 4 && len(f.buf) > minReadBuffer {
+		switch {
+		case f.full && len(f.buf) < limit:
+			// Under load. Raw mode always gets here, since cut takes the
+			// whole buffer, so this is how its reads reach --max-message.
+			f.buf, f.short = make([]byte, min(2*len(f.buf), limit)), 0
+		case f.short >= 4 && len(f.buf) > minReadBuffer:
 			f.buf, f.short = make([]byte, max(minReadBuffer, len(f.buf)/4)), 0
 		}
 	case f.start > 0:
@@ -178,6 +184,7 @@ func (f *framer) fill() {
 	}
 	n, err := f.r.Read(f.buf[f.end:])
 	f.end += n
+	f.full = f.end == len(f.buf)
 	if n < len(f.buf)/4 {
 		f.short++
 	} else {
@@ -195,8 +202,7 @@ func (f *framer) atEOF() ([]byte, int, error) {
 		f.start = f.end
 		return data, 1, nil
 	}
-	f.start = f.end
-	return nil, 0, f.err
+	return nil, 0, f.err // keep the discarded partial message for partial()
 }
 
 // partial reports how many bytes of an incomplete message the framer holds.

@@ -3,8 +3,10 @@ module echohub
 go 1.26.0
 
 require (
+	github.com/google/go-cmp v0.7.0
 	github.com/rs/zerolog v1.35.1
 	github.com/urfave/cli/v2 v2.27.7
+	go.uber.org/goleak v1.3.0
 	golang.org/x/sync v0.25.0
 )
 

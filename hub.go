@@ -33,7 +33,7 @@ const (
 	// stallLimit is how long the hub waits for room in a full queue before
 	// it may judge that client slow: the "moment" one frozen reader can hold
 	// the stream (README, slow clients).
-	stallLimit = 200 * time.Millisecond
+	stallLimit = 500 * time.Millisecond
 	// publishQueue is the capacity of the hub's publish inbox, in messages.
 	publishQueue = 256
 )
@@ -159,7 +159,9 @@ func (h *hub) left(c *client) {
 	}
 	c.reading = false
 	h.reading--
-	if !h.draining {
+	// closing, not draining: Shutdown sets it before it stops the readers,
+	// and a leave may reach the hub before stop does.
+	if !h.closing.Load() {
 		h.remove(c, reasonNone)
 	}
 }
@@ -278,10 +280,12 @@ func (h *hub) congested(c *client) bool {
 }
 
 // waitRoom waits until n messages of size bytes fit c's queue and reports
-// true, or reports false once c has been full for stallLimit while at least
-// half of the other clients are not congested: c is behind the others. When
-// everyone is behind, it goes on waiting; a writer stuck past --write-timeout
-// is closed and then discards, so the wait always ends.
+// true, or reports false when c is behind the others: its queue has been full
+// for stallLimit, its socket has taken nothing for as long (a write blocked
+// all that time), and at least half of the other clients have room. A client
+// whose writer is merely waiting for a CPU is never judged. When everyone is
+// behind, the hub goes on waiting, and so slows its intake; a writer stuck
+// past --write-timeout is closed and then discards, so the wait always ends.
 func (h *hub) waitRoom(c *client, n, size int) bool {
 	c.stalled.Store(true) // before fits: a writer that frees room after it signals
 	defer c.stalled.Store(false)
@@ -291,14 +295,21 @@ func (h *hub) waitRoom(c *client, n, size int) bool {
 	for !h.fits(c, n, size) {
 		select {
 		case <-h.room:
-		case <-h.stall.C:
-			if time.Since(start) >= stallLimit && h.behind(c) {
+		case now := <-h.stall.C:
+			if now.Sub(start) >= stallLimit && h.stuck(c, now) && h.behind(c) {
 				return false
 			}
 			h.stall.Reset(stallTick)
 		}
 	}
 	return true
+}
+
+// stuck reports whether c's writer has been blocked in one write for
+// stallLimit: its peer is not reading.
+func (h *hub) stuck(c *client, now time.Time) bool {
+	since := c.writingSince.Load()
+	return since != 0 && now.UnixNano()-since >= int64(stallLimit)
 }
 
 // behind reports whether at least half of the clients other than c have room.

@@ -119,6 +119,9 @@ func (s *server) acceptLoop(ln net.Listener) error {
 		}
 		backoff = 0
 		s.m.connections.Add(1)
+		if tc, ok := conn.(*net.TCPConn); ok && s.cfg.sendBuffer > 0 {
+			tc.SetWriteBuffer(s.cfg.sendBuffer)
+		}
 		if c := s.admit(conn); c != nil {
 			go s.handle(c)
 		}

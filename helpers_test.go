@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// ioTimeout bounds every read and write a test makes, so no test can hang.
+const ioTimeout = 10 * time.Second
+
+// A testServer is a server on a 127.0.0.1 port, shut down by t.Cleanup.
+type testServer struct {
+	*server
+	addr string
+	logs *logBuffer
+}
+
+// testConfig returns the defaults for a test server on 127.0.0.1:0, with
+// small socket buffers so that a frozen reader's queue fills fast.
+func testConfig() config {
+	cfg := defaultConfig()
+	cfg.listen = "127.0.0.1:0"
+	cfg.logLevel = zerolog.DebugLevel
+	cfg.sendBuffer = 16 << 10
+	return cfg
+}
+
+// startTestServer runs a server for cfg on 127.0.0.1:0. Its logs go to the
+// test log and to ts.logs. Cleanup shuts it down within 5s and checks that
+// Serve returned errServerClosed.
+func startTestServer(t *testing.T, cfg config) *testServer {
+	t.Helper()
+	if err := cfg.validate(); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := new(logBuffer)
+	log := zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), logs)).Level(cfg.logLevel)
+	ts := &testServer{server: newServer(cfg, log), addr: ln.Addr().String(), logs: logs}
+	served := make(chan error, 1)
+	go func() { served <- ts.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := ts.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown() = %v; want nil", err)
+		}
+		if err := <-served; !errors.Is(err, errServerClosed) {
+			t.Errorf("Serve() = %v; want errServerClosed", err)
+		}
+	})
+	return ts
+}
+
+// waitClients waits until n clients are registered with the hub.
+func (ts *testServer) waitClients(t *testing.T, n int) {
+	t.Helper()
+	waitFor(t, 5*time.Second, func() error {
+		if got := ts.m.clients.Load(); got != int64(n) {
+			return fmt.Errorf("clients = %d; want %d", got, n)
+		}
+		return nil
+	})
+}
+
+// closes returns how many clients were closed for reason r.
+func (ts *testServer) closes(r closeReason) uint64 { return ts.m.closes[r].Load() }
+
+// serverSide returns the server's client for the test connection c.
+func (ts *testServer) serverSide(t *testing.T, c *testConn) *client {
+	t.Helper()
+	var found *client
+	waitFor(t, 5*time.Second, func() error {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		for sc := range ts.conns {
+			if sc.conn.RemoteAddr().String() == c.LocalAddr().String() {
+				found = sc
+				return nil
+			}
+		}
+		return fmt.Errorf("no server-side client for %s", c.LocalAddr())
+	})
+	return found
+}
+
+// A logBuffer collects log lines for assertions.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// has reports whether one log line contains every one of parts.
+func (l *logBuffer) has(parts ...string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range strings.Split(l.buf.String(), "\n") {
+		ok := true
+		for _, p := range parts {
+			ok = ok && strings.Contains(line, p)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// A testConn is a named test client.
+type testConn struct {
+	net.Conn
+	name string
+	r    *bufio.Reader
+}
+
+// dial connects a client named name to addr; Cleanup closes it.
+func dial(t *testing.T, addr, name string) *testConn {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, ioTimeout)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &testConn{Conn: conn, name: name, r: bufio.NewReaderSize(conn, 64<<10)}
+}
+
+// send writes s.
+func (c *testConn) send(t *testing.T, s string) {
+	t.Helper()
+	c.SetWriteDeadline(time.Now().Add(ioTimeout))
+	if _, err := io.WriteString(c, s); err != nil {
+		t.Fatalf("%s: send: %v", c.name, err)
+	}
+}
+
+// readLine returns the next line, with its '\n'.
+func (c *testConn) readLine(t *testing.T) string {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(ioTimeout))
+	line, err := c.r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("%s: read line: got %q, %v", c.name, line, err)
+	}
+	return line
+}
+
+// expectLine reads one line and checks that it is want.
+func expectLine(t *testing.T, c *testConn, want string) {
+	t.Helper()
+	if got := c.readLine(t); got != want {
+		t.Fatalf("%s: read %q; want %q", c.name, got, want)
+	}
+}
+
+// expectNothing checks that nothing arrives on c for d.
+func expectNothing(t *testing.T, c *testConn, d time.Duration) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(d))
+	b, err := c.r.ReadByte()
+	if err == nil {
+		rest, _ := c.r.Peek(c.r.Buffered())
+		t.Fatalf("%s: got %q; want nothing", c.name, append([]byte{b}, rest...))
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("%s: read: %v; want a timeout", c.name, err)
+	}
+}
+
+// expectClosed checks that the server closes c with nothing more to read.
+func expectClosed(t *testing.T, c *testConn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(ioTimeout))
+	b, err := c.r.ReadByte()
+	switch {
+	case err == nil:
+		rest, _ := c.r.Peek(c.r.Buffered())
+		t.Fatalf("%s: got %q; want the connection closed", c.name, append([]byte{b}, rest...))
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), isReset(err):
+	default:
+		t.Fatalf("%s: read: %v; want EOF", c.name, err)
+	}
+}
+
+// isReset reports whether err is a connection reset.
+func isReset(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "connection reset")
+}
+
+// waitFor calls f until it returns nil, and fails the test with f's last
+// error if that takes longer than timeout.
+func waitFor(t *testing.T, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// line returns the i-th test line of sender name, padded to size bytes
+// counting its '\n'.
+func line(name string, i, size int) string {
+	s := fmt.Sprintf("%s %06d ", name, i)
+	if pad := size - len(s) - 1; pad > 0 {
+		s += strings.Repeat("x", pad)
+	}
+	return s + "\n"
+}

@@ -1,0 +1,348 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/rs/zerolog"
+)
+
+// A fakeClient is a client with no socket: a test goroutine plays its
+// writer, taking batches off send as writeLoop would.
+type fakeClient struct {
+	*client
+	name string
+	mu   sync.Mutex
+	got  []string // messages received, in order
+}
+
+// newFakeClient registers a client named name with h.
+func newFakeClient(t *testing.T, h *hub, name string) *fakeClient {
+	near, far := net.Pipe()
+	t.Cleanup(func() { near.Close(); far.Close() })
+	fc := &fakeClient{client: newClient(0, near, h, zerolog.Nop()), name: name}
+	if !h.register(fc.client) {
+		t.Fatalf("%s: hub exited", name)
+	}
+	return fc
+}
+
+// drain plays the writer until send is closed: each batch takes delay, and
+// with stuck set, the delay counts as a write blocked on the socket.
+func (fc *fakeClient) drain(delay time.Duration, stuck bool) {
+	for b := range fc.send {
+		if stuck {
+			fc.writingSince.Store(time.Now().UnixNano())
+		}
+		time.Sleep(delay)
+		fc.writingSince.Store(0)
+		fc.mu.Lock()
+		for _, m := range b.msgs {
+			if !fc.hub.cfg.excludeSender || m.from != fc.client {
+				fc.got = append(fc.got, splitLines(m.data)...)
+			}
+		}
+		fc.mu.Unlock()
+		fc.dequeue(fc.share(b.msgs))
+	}
+}
+
+// freeze plays a writer blocked in a write that never returns, until send
+// is closed (the hub removed it).
+func (fc *fakeClient) freeze() {
+	fc.writingSince.Store(time.Now().UnixNano())
+	for range fc.send {
+	}
+}
+
+// received returns what fc has received so far.
+func (fc *fakeClient) received() []string {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return append([]string(nil), fc.got...)
+}
+
+// publish hands the hub one line from fc, as fc's reader would.
+func (fc *fakeClient) publish(s string) {
+	fc.hub.publish <- message{from: fc.client, data: []byte(s), count: strings.Count(s, "\n")}
+}
+
+// settle waits, in the bubble's fake time, until every client in fcs has
+// received n messages or has been removed, and returns how long that took.
+func settle(t *testing.T, n int, fcs ...*fakeClient) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for range 6000 { // a minute of fake time
+		done := true
+		for _, fc := range fcs {
+			done = done && len(fc.received()) >= n
+		}
+		if done {
+			synctest.Wait() // let the hub finish what it is doing
+			return time.Since(start)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("clients did not receive %d messages within a minute", n)
+	return 0
+}
+
+// splitLines splits data after each '\n'.
+func splitLines(data []byte) []string {
+	lines := strings.SplitAfter(string(data), "\n")
+	return lines[:len(lines)-1] // the empty string after the last '\n'
+
+}
+
+// startHub runs a hub for cfg; stopHub ends it.
+func startHub(cfg config) *hub {
+	h := newHub(cfg, zerolog.Nop(), new(metrics))
+	go h.run()
+	return h
+}
+
+// stopHub stops h the way Shutdown does, makes every reader leave, and
+// waits for the hub to exit.
+func stopHub(h *hub, clients ...*fakeClient) {
+	h.closing.Store(true)
+	close(h.stop)
+	for _, fc := range clients {
+		h.unregister(fc.client)
+	}
+	<-h.done
+}
+
+func hubConfig() config {
+	cfg := defaultConfig()
+	cfg.queue, cfg.maxPending = 8, 1<<20
+	return cfg
+}
+
+func TestHubFanoutOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := startHub(hubConfig())
+		alice, bob, carol := newFakeClient(t, h, "alice"), newFakeClient(t, h, "bob"), newFakeClient(t, h, "carol")
+		for _, fc := range []*fakeClient{alice, bob, carol} {
+			go fc.drain(0, false)
+		}
+		var want []string
+		for i := range 100 {
+			from := []*fakeClient{alice, bob, carol}[i%3]
+			l := fmt.Sprintf("%s %d\n", from.name, i)
+			from.publish(l)
+			want = append(want, l)
+		}
+		settle(t, len(want), alice, bob, carol)
+		for _, fc := range []*fakeClient{alice, bob, carol} {
+			if diff := cmp.Diff(want, fc.received()); diff != "" {
+				t.Errorf("%s received (-want +got):\n%s", fc.name, diff)
+			}
+			if q, b := fc.pendingMsgs.Load(), fc.pendingBytes.Load(); q != 0 || b != 0 {
+				t.Errorf("%s: pending = %d messages, %d bytes after draining; want 0, 0", fc.name, q, b)
+			}
+		}
+		stopHub(h, alice, bob, carol)
+	})
+}
+
+func TestHubExcludeSender(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := hubConfig()
+		cfg.excludeSender = true
+		h := startHub(cfg)
+		alice, bob := newFakeClient(t, h, "alice"), newFakeClient(t, h, "bob")
+		go alice.drain(0, false)
+		go bob.drain(0, false)
+		alice.publish("a1\n")
+		bob.publish("b1\n")
+		alice.publish("a2\n")
+		settle(t, 1, alice)
+		settle(t, 2, bob)
+		if diff := cmp.Diff([]string{"b1\n"}, alice.received()); diff != "" {
+			t.Errorf("alice received (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff([]string{"a1\n", "a2\n"}, bob.received()); diff != "" {
+			t.Errorf("bob received (-want +got):\n%s", diff)
+		}
+		for _, fc := range []*fakeClient{alice, bob} {
+			if q, b := fc.pendingMsgs.Load(), fc.pendingBytes.Load(); q != 0 || b != 0 {
+				t.Errorf("%s: pending = %d messages, %d bytes; want 0, 0: the hub must not count what the writer skips", fc.name, q, b)
+			}
+		}
+		stopHub(h, alice, bob)
+	})
+}
+
+// TestHubEveryoneBehind: when every client is slow, because publishers
+// outrun all writers, the hub waits, however long that takes, and nobody is
+// disconnected or loses anything.
+func TestHubEveryoneBehind(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := startHub(hubConfig())
+		clients := []*fakeClient{newFakeClient(t, h, "alice"), newFakeClient(t, h, "bob"), newFakeClient(t, h, "carol")}
+		for _, fc := range clients {
+			go fc.drain(300*time.Millisecond, true) // each write blocks longer than stallLimit
+		}
+		var want []string
+		for i := range 50 {
+			l := fmt.Sprintf("m%d\n", i)
+			clients[0].publish(l)
+			want = append(want, l)
+		}
+		settle(t, len(want), clients...)
+		for _, fc := range clients {
+			if diff := cmp.Diff(want, fc.received()); diff != "" {
+				t.Errorf("%s received (-want +got):\n%s", fc.name, diff)
+			}
+		}
+		if got := h.m.clients.Load(); got != 3 {
+			t.Errorf("clients = %d; want 3, nobody disconnected", got)
+		}
+		stopHub(h, clients...)
+	})
+}
+
+// TestHubFrozenClient: a client whose write never returns holds the stream
+// for stallLimit once; then it is disconnected, or, under --slow=drop,
+// skipped without further stalls.
+func TestHubFrozenClient(t *testing.T) {
+	for _, policy := range []slowPolicy{slowDisconnect, slowDrop} {
+		t.Run(policy.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				cfg := hubConfig()
+				cfg.slow = policy
+				h := startHub(cfg)
+				alice, bob, slow := newFakeClient(t, h, "alice"), newFakeClient(t, h, "bob"), newFakeClient(t, h, "slow")
+				go alice.drain(time.Millisecond, true)
+				go bob.drain(time.Millisecond, true)
+				go slow.freeze()
+
+				start := time.Now()
+				var want []string
+				for i := range 200 {
+					l := fmt.Sprintf("m%d\n", i)
+					alice.publish(l)
+					want = append(want, l)
+				}
+				settle(t, len(want), alice, bob)
+				elapsed := time.Since(start)
+				for _, fc := range []*fakeClient{alice, bob} {
+					if diff := cmp.Diff(want, fc.received()); diff != "" {
+						t.Errorf("%s received (-want +got):\n%s", fc.name, diff)
+					}
+				}
+				// 200 messages take the others 200ms of writes at most; the
+				// one stall on slow adds stallLimit, and never more.
+				if elapsed < stallLimit || elapsed > stallLimit+time.Second {
+					t.Errorf("publishing took %v; want about stallLimit (%v) plus the writes", elapsed, stallLimit)
+				}
+				switch policy {
+				case slowDisconnect:
+					if got := h.m.clients.Load(); got != 2 {
+						t.Errorf("clients = %d; want 2, slow disconnected", got)
+					}
+					if slow.index != -1 {
+						t.Errorf("slow is still registered")
+					}
+					stopHub(h, alice, bob, slow)
+				case slowDrop:
+					queued := slow.pendingMsgs.Load()
+					if got := slow.dropped.Load(); got != 200-uint64(queued) {
+						t.Errorf("slow: dropped %d; want %d, all it could not queue", got, 200-queued)
+					}
+					if got := h.m.clients.Load(); got != 3 {
+						t.Errorf("clients = %d; want 3, slow still connected", got)
+					}
+					stopHub(h, alice, bob, slow)
+				}
+			})
+		})
+	}
+}
+
+// TestHubStarvedWriterNotSlow: a writer that is not blocked in a write (it
+// waits for a CPU, or its goroutine is slow to run) is never judged slow,
+// however long the hub waits for it.
+func TestHubStarvedWriterNotSlow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := startHub(hubConfig())
+		alice, starved := newFakeClient(t, h, "alice"), newFakeClient(t, h, "starved")
+		go alice.drain(0, false)
+		go starved.drain(2*time.Second, false)
+		var want []string
+		for i := range 40 {
+			l := fmt.Sprintf("m%d\n", i)
+			alice.publish(l)
+			want = append(want, l)
+		}
+		settle(t, len(want), alice, starved)
+		for _, fc := range []*fakeClient{alice, starved} {
+			if diff := cmp.Diff(want, fc.received()); diff != "" {
+				t.Errorf("%s received (-want +got):\n%s", fc.name, diff)
+			}
+		}
+		if got := h.m.clients.Load(); got != 2 {
+			t.Errorf("clients = %d; want 2", got)
+		}
+		stopHub(h, alice, starved)
+	})
+}
+
+// TestHubLeaveAfterPublish: a reader's last messages reach everyone, the
+// reader's own client included, before the hub removes it.
+func TestHubLeaveAfterPublish(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := startHub(hubConfig())
+		alice, bob := newFakeClient(t, h, "alice"), newFakeClient(t, h, "bob")
+		go alice.drain(0, false)
+		go bob.drain(0, false)
+		want := []string{"last 1\n", "last 2\n", "last 3\n"}
+		for _, l := range want {
+			alice.publish(l)
+		}
+		h.unregister(alice.client)
+		settle(t, len(want), alice, bob)
+		for _, fc := range []*fakeClient{alice, bob} {
+			if diff := cmp.Diff(want, fc.received()); diff != "" {
+				t.Errorf("%s received (-want +got):\n%s", fc.name, diff)
+			}
+		}
+		if alice.index != -1 {
+			t.Errorf("alice still registered after leaving")
+		}
+		stopHub(h, bob)
+	})
+}
+
+// TestHubDrain: after stop, the hub keeps every client registered until
+// every reader has left, so what a reader hands over late reaches everyone;
+// then it closes every send channel.
+func TestHubDrain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := startHub(hubConfig())
+		alice, bob := newFakeClient(t, h, "alice"), newFakeClient(t, h, "bob")
+		go alice.drain(0, false)
+		go bob.drain(0, false)
+		h.closing.Store(true)
+		close(h.stop)
+		h.unregister(bob.client) // bob's reader stops first
+		alice.publish("late\n")  // alice's reader hands over its last line
+		h.unregister(alice.client)
+		<-h.done
+		synctest.Wait()
+		for _, fc := range []*fakeClient{alice, bob} {
+			if diff := cmp.Diff([]string{"late\n"}, fc.received()); diff != "" {
+				t.Errorf("%s received (-want +got):\n%s", fc.name, diff)
+			}
+		}
+		if got := h.m.clients.Load(); got != 0 {
+			t.Errorf("clients = %d after the hub exited; want 0", got)
+		}
+	})
+}

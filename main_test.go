@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// runCLI runs the command line in-process and returns its exit code and output.
+func runCLI(ctx context.Context, stdin string, args ...string) (code int, stdout, stderr string) {
+	var out, errOut bytes.Buffer
+	code = run(ctx, append([]string{"echohub"}, args...), strings.NewReader(stdin), &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestRunBadFlags(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // the one stderr line must contain this
+	}{
+		{"framing", []string{"--framing", "xml"}, nil, `--framing: unknown value "xml"`},
+		{"slow", []string{"--slow", "maybe"}, nil, `--slow: unknown value "maybe"`},
+		{"log format", []string{"--log-format", "xml"}, nil, `--log-format: unknown value "xml"`},
+		{"log level", []string{"--log-level", "loud"}, nil, `--log-level: unknown value "loud"`},
+		{"negative queue", []string{"--queue", "-1"}, nil, "--queue: -1 is out of range"},
+		{"negative max message", []string{"--max-message", "-5"}, nil, `--max-message: invalid size "-5"`},
+		{"negative max pending", []string{"--max-pending", "-1"}, nil, `--max-pending: invalid size "-1"`},
+		{"pending under message", []string{"--max-pending", "1KiB"}, nil, "--max-pending: 1024 is less than one largest message"},
+		{"negative max clients", []string{"--max-clients", "-1"}, nil, "--max-clients: -1 is out of range"},
+		{"zero write timeout", []string{"--write-timeout", "0s"}, nil, "--write-timeout: 0s is out of range"},
+		{"unparsable duration", []string{"--write-timeout", "soon"}, nil, "write-timeout"},
+		{"unparsable listen", []string{"--listen", "nonsense"}, nil, "--listen: listen tcp: address nonsense"},
+		{"busy listen", []string{"--listen", busy.Addr().String()}, nil, "--listen: listen tcp " + busy.Addr().String() + ": bind: address already in use"},
+		{"unknown flag", []string{"--colour"}, nil, "serve: flag provided but not defined: -colour"},
+		{"stray argument", []string{"now"}, nil, `serve: unexpected argument "now"`},
+		{"bad env", nil, map[string]string{"ECHOHUB_FRAMING": "xml"}, `--framing: unknown value "xml"`},
+		{"bad env int", nil, map[string]string{"ECHOHUB_QUEUE": "many"}, "ECHOHUB_QUEUE"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			code, stdout, stderr := runCLI(context.Background(), "", append([]string{"serve"}, tc.args...)...)
+			if code != 1 {
+				t.Errorf("exit code = %d; want 1", code)
+			}
+			if stdout != "" {
+				t.Errorf("stdout = %q; want nothing", stdout)
+			}
+			if !strings.HasPrefix(stderr, "echohub: ") || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tc.want) {
+				t.Errorf("stderr = %q; want one line \"echohub: ...%s...\"", stderr, tc.want)
+			}
+		})
+	}
+}
+
+func TestRunUnknownCommand(t *testing.T) {
+	code, stdout, stderr := runCLI(context.Background(), "", "srve")
+	if code != 1 || stdout != "" || stderr != "echohub: unknown command \"srve\" (want serve, client, bench or version)\n" {
+		t.Errorf("run(srve) = %d, %q, %q; want 1, no output, one error line", code, stdout, stderr)
+	}
+}
+
+func TestRunHelp(t *testing.T) {
+	code, stdout, stderr := runCLI(context.Background(), "", "serve", "--help")
+	if code != 0 || stderr != "" {
+		t.Errorf("run(serve --help) = %d, stderr %q; want 0 and no stderr", code, stderr)
+	}
+	for _, flag := range []string{"--listen", "--framing", "--max-message", "--exclude-sender", "--queue", "--max-pending",
+		"--slow", "--write-timeout", "--max-clients", "--log-level", "--log-format", "--shutdown-timeout", "$ECHOHUB_LISTEN"} {
+		if !strings.Contains(stdout, flag) {
+			t.Errorf("serve --help does not mention %s", flag)
+		}
+	}
+}
+
+func TestRunVersion(t *testing.T) {
+	code, stdout, _ := runCLI(context.Background(), "", "version")
+	if code != 0 || !strings.HasPrefix(stdout, "echohub ") {
+		t.Errorf("run(version) = %d, %q; want 0, \"echohub <version>\"", code, stdout)
+	}
+}
+
+// TestRunServe runs `echohub serve` in-process until its context ends, as
+// SIGINT does, and checks that it exits 0 after serving.
+func TestRunServe(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stderr := newPipeWriter(t)
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"echohub", "serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "debug"},
+			strings.NewReader(""), new(bytes.Buffer), stderr)
+	}()
+	addr := stderr.listenAddr(t)
+	alice := dial(t, addr, "alice")
+	alice.send(t, "hi\n")
+	expectLine(t, alice, "hi\n")
+
+	// echohub client: stdin to the server, the stream to stdout, exit 0 at EOF.
+	code, stdout, errOut := runCLI(ctx, "from client\n", "client", addr)
+	if code != 0 || stdout != "from client\n" || errOut != "" {
+		t.Errorf("run(client) = %d, %q, %q; want 0, %q, no error", code, stdout, errOut, "from client\n")
+	}
+	expectLine(t, alice, "from client\n")
+
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("serve exit code = %d; want 0", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not return after its context ended")
+	}
+	expectClosed(t, alice)
+}
+
+func TestRunClientRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	code, _, stderr := runCLI(context.Background(), "", "client", addr)
+	if code != 1 || !strings.Contains(stderr, "connection refused") || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("run(client %s) = %d, %q; want 1 and one line saying connection refused", addr, code, stderr)
+	}
+}
+
+// A pipeWriter is a log destination whose lines a test can wait for.
+type pipeWriter struct {
+	*os.File
+	lines *bufio.Scanner
+}
+
+func newPipeWriter(t *testing.T) *pipeWriter {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close(); r.Close() })
+	return &pipeWriter{File: w, lines: bufio.NewScanner(r)}
+}
+
+// listenAddr waits for the "listening" log line and returns its address.
+func (p *pipeWriter) listenAddr(t *testing.T) string {
+	t.Helper()
+	for p.lines.Scan() {
+		var entry struct{ Message, Addr string }
+		if json.Unmarshal(p.lines.Bytes(), &entry) == nil && entry.Message == "listening" {
+			go func() { // keep draining, so logging never blocks
+				for p.lines.Scan() {
+				}
+			}()
+			return entry.Addr
+		}
+	}
+	t.Fatal("no listening log line")
+	return ""
+}
+
+// TestBinarySIGTERM builds the binary and checks that SIGTERM shuts it down
+// gracefully with exit code 0.
+func TestBinarySIGTERM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "echohub")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--log-format", "json")
+	stderr := newPipeWriter(t)
+	cmd.Stderr = stderr.File
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addr := stderr.listenAddr(t)
+	alice := dial(t, addr, "alice")
+	alice.send(t, "before sigterm\n")
+	expectLine(t, alice, "before sigterm\n")
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Errorf("echohub serve after SIGTERM: %v; want exit code 0", err)
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-waited
+		t.Fatal("echohub serve did not exit within 10s of SIGTERM")
+	}
+	expectClosed(t, alice)
+}

@@ -1,0 +1,15 @@
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY *.go ./
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.version=${VERSION}" -o /out/echohub .
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/echohub /echohub
+USER 65532:65532
+ENV ECHOHUB_LISTEN=0.0.0.0:7000
+EXPOSE 7000
+ENTRYPOINT ["/echohub"]
+CMD ["serve"]

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"time"
+)
+
+// A benchPublisher is one publisher connection.
+type benchPublisher struct {
+	// Immutable after dialAll.
+	id   int
+	run  *benchRun
+	conn net.Conn
+
+	// Owned by publish; read by others after it returns.
+	sent     uint64 // messages written to the connection in full
+	inWindow uint64 // of those, sent (with --rate: scheduled) inside the window
+	err      error  // why publishing stopped early; nil if it ran to the end
+
+	// Accessed atomically: publish stores, the progress loop loads.
+	count atomic.Uint64 // a copy of seq, stored after each flush
+}
+
+// publish sends publisher p's messages from t0 until we, paced by pacer or,
+// if pacer is nil, as fast as the connection accepts them. It returns at we
+// (after a last flush, bounded by benchFlushGrace), on a write error, or when
+// ctx is done.
+func (p *benchPublisher) publish(ctx context.Context, pacer *benchPacer, t0, ws, we int64) {
+	r := p.run
+	w := bufio.NewWriterSize(p.conn, max(benchWriteBuffer, r.wire))
+	frame := benchNewFrame(r.opts.framing, r.opts.size)
+	payload := frame[len(frame)-r.opts.size:]
+	var seq, inWindow uint64
+	var accepted int64 // bytes w accepted: written, or buffered
+	err := p.conn.SetWriteDeadline(time.Now().Add(time.Duration(we-benchNow()) + benchFlushGrace))
+	// send writes the next message, due at sched, timed from ts.
+	send := func(ts, sched int64) {
+		benchEncode(payload, benchHeader{pub: uint16(p.id), seq: seq, ts: ts})
+		n, werr := w.Write(frame)
+		accepted += int64(n)
+		if werr != nil {
+			err = werr
+			return
+		}
+		seq++
+		if sched >= ws && sched < we {
+			inWindow++
+		}
+	}
+	flush := func() {
+		if err == nil {
+			err = w.Flush()
+		}
+		p.count.Store(seq)
+	}
+
+	timer := time.NewTimer(time.Duration(t0 - benchNow()))
+	defer timer.Stop()
+	var woke int64 // when the publisher last woke from its timer
+	for wake := t0; err == nil; {
+		if d := time.Duration(wake - benchNow()); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-ctx.Done():
+				err = ctx.Err()
+				continue
+			case <-timer.C:
+			}
+			woke = benchNow()
+		}
+		now := benchNow()
+		if pacer == nil {
+			if now >= we {
+				break
+			}
+			// Unthrottled: a batch, a flush, and a look at ctx.
+			for i := 0; i < benchFlushEvery && err == nil && now < we; i++ {
+				send(now, now)
+				now = benchNow()
+			}
+			flush()
+			if err == nil {
+				err = ctx.Err()
+			}
+			wake = now
+			continue
+		}
+		// Time each message from its schedule, so that a publisher held
+		// back by the server (a write that blocked) shows it as latency, but
+		// not from before the publisher woke up: Go timers may fire up to
+		// ~1 ms late, and that lateness is bench's, not the server's.
+		// Every message due before we is sent, late if need be.
+		for due := pacer.due(now, we); seq < due && err == nil; {
+			sched := pacer.at(seq)
+			send(max(sched, woke), sched)
+		}
+		flush()
+		if now >= we {
+			break
+		}
+		wake = min(pacer.wake(seq, now), we)
+	}
+	flush()
+
+	// Count only whole messages that left the buffer.
+	p.sent = uint64(accepted-int64(w.Buffered())) / uint64(r.wire)
+	p.inWindow = min(inWindow, p.sent)
+	if err != nil && !r.closing.Load() {
+		p.err = fmt.Errorf("publisher %d: %w", p.id, err)
+	}
+}
+
+// benchMinPause is the shortest wait between two batches of a paced
+// publisher. At high rates it makes every wake-up send a batch (rate times
+// benchMinPause messages) instead of sleeping once per message.
+const benchMinPause = 200 * time.Microsecond
+
+// A benchPacer is one publisher's schedule under --rate: message k is due at
+// start + k*interval on benchNow's clock. Latency is measured from that
+// scheduled time rather than from when the message was written, so a
+// publisher that falls behind because the server pushes back shows it in the
+// latency figures instead of hiding it (the coordinated-omission
+// correction). benchPublisher.publish only excludes its own timer's
+// lateness.
+type benchPacer struct {
+	start    int64   // due time of message 0
+	interval float64 // nanoseconds between messages
+}
+
+// benchPacers splits a total rate over pubs publishers starting at t0. Each
+// gets rate/pubs, and their schedules are staggered evenly so that the
+// merged stream is smooth.
+func benchPacers(rate float64, pubs int, t0 int64) []benchPacer {
+	interval := float64(pubs) * 1e9 / rate
+	ps := make([]benchPacer, pubs)
+	for i := range ps {
+		ps[i] = benchPacer{start: t0 + int64(interval*float64(i)/float64(pubs)), interval: interval}
+	}
+	return ps
+}
+
+// at returns when message k is due.
+func (p benchPacer) at(k uint64) int64 { return p.start + int64(float64(k)*p.interval) }
+
+// due returns how many messages are due at now, counting only those due
+// before end.
+func (p benchPacer) due(now, end int64) uint64 {
+	t := min(now, end-1)
+	if t < p.start {
+		return 0
+	}
+	return uint64(float64(t-p.start)/p.interval) + 1
+}
+
+// wake returns when a publisher that has sent sent messages should wake next:
+// when the next one is due, but at least benchMinPause after now.
+func (p benchPacer) wake(sent uint64, now int64) int64 {
+	return max(p.at(sent), now+int64(benchMinPause))
+}

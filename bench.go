@@ -14,13 +14,14 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// The bench command is spread over six files:
+// The bench command is spread over seven files:
 //   - bench.go: the command, its flags and runBench;
 //   - benchmsg.go: the message format and framing;
 //   - benchrun.go: one timed run: dialling, the barrier, the schedule, the drain;
 //   - benchsub.go: a subscriber connection and its sequence accounting;
 //   - benchpub.go: a publisher connection and its pacing;
-//   - benchreport.go: the figures, the table and the JSON.
+//   - benchreport.go: the figures, the table and the JSON;
+//   - benchmax.go: the --find-max search.
 
 // benchOptions is what one `echohub bench` invocation asks for.
 type benchOptions struct {
@@ -33,6 +34,9 @@ type benchOptions struct {
 	duration  time.Duration // measurement window
 	warmup    time.Duration // publishing before the window, not measured
 	json      bool          // one JSON object on stdout instead of the table
+	findMax   bool          // search the highest sustained rate
+	slo       time.Duration // p99 latency bound of --find-max
+	maxProbes int           // probes of a --find-max search; 0 = benchMaxProbes
 	tlsConfig *tls.Config   // nil for plain TCP
 	progress  io.Writer     // where the once-a-second progress line goes; nil for none
 }
@@ -50,7 +54,10 @@ percentiles, and lost, duplicate and reordered messages.
 
 With --rate, publishers follow a schedule and latency is measured from each
 message's scheduled send time, so a server that pushes back shows up as
-latency.`,
+latency. With --find-max, bench runs probes at growing, then bisected, rates
+and reports the highest rate sustained: no loss, no disconnect, at least 98%
+of the offered rate published and of the expected deliveries made in the
+window, and p99 latency within --slo.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:7000", Usage: "`HOST:PORT` of the hub"},
 			&cli.StringFlag{Name: "framing", Value: benchLine, Usage: "message `FRAMING`: line or len32"},
@@ -58,9 +65,11 @@ latency.`,
 			&cli.IntFlag{Name: "pubs", Value: 1, Usage: "`N` publisher connections"},
 			&cli.IntFlag{Name: "size", Value: 64, Usage: "message size in `BYTES`: with line framing including the '\\n', with len32 not counting the 4-byte length"},
 			&cli.Float64Flag{Name: "rate", Value: 0, Usage: "total `MSGS_PER_S` over all publishers; 0 = as fast as the hub accepts"},
-			&cli.DurationFlag{Name: "duration", Value: 5 * time.Second, Usage: "measurement window `DUR`"},
+			&cli.DurationFlag{Name: "duration", Value: 5 * time.Second, Usage: "measurement window `DUR` (of each probe with --find-max)"},
 			&cli.DurationFlag{Name: "warmup", Value: time.Second, Usage: "`DUR` of publishing before the window, not measured"},
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object instead of the table"},
+			&cli.BoolFlag{Name: "find-max", Usage: "search the highest rate sustained within --slo (starts at --rate, or 1000)"},
+			&cli.DurationFlag{Name: "slo", Value: 50 * time.Millisecond, Usage: "p99 latency bound `DUR` for --find-max"},
 			&cli.BoolFlag{Name: "tls", Usage: "connect with TLS (1.2 or later)"},
 			&cli.PathFlag{Name: "tls-ca", Usage: "PEM `FILE` of CAs to verify the hub with (default: system roots)"},
 			&cli.PathFlag{Name: "tls-cert", Usage: "PEM client certificate `FILE`, with --tls-key"},
@@ -75,7 +84,11 @@ latency.`,
 			if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
 				opts.progress = os.Stderr
 			}
-			_, err = runBench(c.Context, opts, c.App.Writer)
+			if opts.findMax {
+				_, err = benchFindMax(c.Context, opts, c.App.Writer)
+			} else {
+				_, err = runBench(c.Context, opts, c.App.Writer)
+			}
 			return err
 		},
 	}
@@ -96,6 +109,8 @@ func benchOptionsFromCLI(c *cli.Context) (benchOptions, error) {
 		duration: c.Duration("duration"),
 		warmup:   c.Duration("warmup"),
 		json:     c.Bool("json"),
+		findMax:  c.Bool("find-max"),
+		slo:      c.Duration("slo"),
 	}
 	if err := opts.validate(); err != nil {
 		return benchOptions{}, err
@@ -136,6 +151,8 @@ func (o benchOptions) validate() error {
 		return fmt.Errorf("--duration must be positive, got %v", o.duration)
 	case o.warmup < 0:
 		return fmt.Errorf("--warmup must not be negative, got %v", o.warmup)
+	case o.findMax && o.slo <= 0:
+		return fmt.Errorf("--slo must be positive, got %v", o.slo)
 	}
 	return nil
 }

@@ -36,7 +36,8 @@ const (
 )
 
 // A benchRun is one timed run: its connections and the measurement window
-// they share.
+// they share. runBench makes one per run, and a --find-max search one per
+// probe.
 type benchRun struct {
 	// Immutable after newBenchRun.
 	opts     benchOptions

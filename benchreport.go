@@ -129,11 +129,17 @@ func (res benchResult) writeTable(w io.Writer) error {
 	if res.TLS {
 		tls = ", tls"
 	}
+	latency := "none: no message sent in the window was received"
+	if res.LatencySamples > 0 {
+		latency = fmt.Sprintf("p50 %s, p90 %s, p99 %s, p99.9 %s, max %s (from the %s send time, %d samples)",
+			benchMicros(res.LatencyP50Us), benchMicros(res.LatencyP90Us), benchMicros(res.LatencyP99Us),
+			benchMicros(res.LatencyP999Us), benchMicros(res.LatencyMaxUs), res.LatencyFrom, res.LatencySamples)
+	}
 	_, err := fmt.Fprintf(w, `target       %s (%s%s)
 load         %d subs, %d pubs, %d B messages, %s, %v measured after %v warmup
 published    %.0f msgs/s
 delivered    %.0f msgs/s, %.2f MB/s (%.2f%% of published x subs)
-latency      p50 %s, p90 %s, p99 %s, p99.9 %s, max %s (from the %s send time, %d samples)
+latency      %s
 deliveries   %d expected, %d received
 errors       %d lost, %d duplicates, %d reordered, %d corrupt, %d/%d subs disconnected, %d publisher errors
 `,
@@ -141,8 +147,7 @@ errors       %d lost, %d duplicates, %d reordered, %d corrupt, %d/%d subs discon
 		res.Subs, res.Pubs, res.Size, rate, benchSeconds(res.DurationS), benchSeconds(res.WarmupS),
 		res.PublishedMsgsPerS,
 		res.DeliveredMsgsPerS, res.DeliveredMBPerS, 100*res.DeliveryRatio,
-		benchMicros(res.LatencyP50Us), benchMicros(res.LatencyP90Us), benchMicros(res.LatencyP99Us),
-		benchMicros(res.LatencyP999Us), benchMicros(res.LatencyMaxUs), res.LatencyFrom, res.LatencySamples,
+		latency,
 		res.Expected, res.Received,
 		res.Lost, res.Duplicates, res.Reordered, res.Corrupt, res.DisconnectedSubs, res.Subs, res.PublisherErrors)
 	if err == nil && res.Error != "" {
@@ -154,7 +159,7 @@ errors       %d lost, %d duplicates, %d reordered, %d corrupt, %d/%d subs discon
 // benchSeconds turns a JSON duration back into a time.Duration for printing.
 func benchSeconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
-// writeJSON prints v as one JSON object on one line.
+// benchWriteJSON prints v as one JSON object on one line.
 func benchWriteJSON(w io.Writer, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {

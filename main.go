@@ -42,7 +42,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		ErrWriter:      stderr,
 		ExitErrHandler: func(*cli.Context, error) {}, // run prints errors, once
 		OnUsageError:   usageError,
-		Commands:       []*cli.Command{serveCommand(), clientCommand(), versionCommand()},
+		Commands:       []*cli.Command{serveCommand(), clientCommand(), benchCommand(), versionCommand()},
 	}
 	for _, c := range app.Commands {
 		c.OnUsageError = usageError

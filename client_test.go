@@ -427,3 +427,31 @@ func TestClientFastPublisher(t *testing.T) {
 		t.Errorf("longest wait for a line = %v; want well under the write timeout", longest)
 	}
 }
+
+// TestClientWriteTimeout: a client whose socket takes nothing for
+// --write-timeout is closed, even while its queue has room.
+func TestClientWriteTimeout(t *testing.T) {
+	cfg := testConfig()
+	cfg.queue, cfg.maxPending = 1<<20, 1<<30 // the queue never fills
+	cfg.writeTimeout = 300 * time.Millisecond
+	ts := startTestServer(t, cfg)
+	pub := dial(t, ts.addr, "pub")
+	slow := frozen(t, ts.addr)
+	ts.waitClients(t, 2)
+
+	var wg sync.WaitGroup
+	wg.Go(func() { publishLines(t, pub, 4000, 256) }) // 1 MB, past slow's socket buffers
+	wg.Go(func() { readAll(t, pub, "pub", 4000, 256) })
+	wg.Wait()
+	ts.waitClients(t, 1)
+	waitFor(t, 5*time.Second, func() error {
+		if got := ts.closes(reasonWriteTimeout); got != 1 {
+			return fmt.Errorf("closes{write_timeout} = %d; want 1", got)
+		}
+		return nil
+	})
+	if got := ts.closes(reasonSlowClient); got != 0 {
+		t.Errorf("closes{slow_client} = %d; want 0", got)
+	}
+	expectLine(t, slow, line("pub", 0, 256)) // it got what its socket took, then the close
+}

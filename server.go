@@ -37,7 +37,10 @@ type server struct {
 	inShutdown   atomic.Bool
 	hubOnce      sync.Once
 	shutdownOnce sync.Once
+	finishOnce   sync.Once
 	quit         chan struct{}  // closed when Shutdown begins
+	finished     chan struct{}  // closed when Shutdown has closed every connection
+	watchdogDone chan struct{}  // closed when watchWrites returns
 	wg           sync.WaitGroup // the hub and every connection's goroutines
 
 	mu      sync.Mutex
@@ -50,13 +53,15 @@ type server struct {
 func newServer(cfg config, log zerolog.Logger) *server {
 	m := new(metrics)
 	return &server{
-		cfg:     cfg,
-		log:     log,
-		m:       m,
-		hub:     newHub(cfg, log, m),
-		conns:   make(map[*client]struct{}),
-		serving: make(chan struct{}),
-		quit:    make(chan struct{}),
+		cfg:          cfg,
+		log:          log,
+		m:            m,
+		hub:          newHub(cfg, log, m),
+		conns:        make(map[*client]struct{}),
+		serving:      make(chan struct{}),
+		quit:         make(chan struct{}),
+		finished:     make(chan struct{}),
+		watchdogDone: make(chan struct{}),
 	}
 }
 
@@ -83,7 +88,8 @@ func (s *server) Serve(ln net.Listener) error {
 	return err
 }
 
-// startHub starts the hub goroutine once; it returns after Shutdown.
+// startHub starts the hub goroutine and the write watchdog, once. The hub
+// returns during Shutdown; the watchdog when Shutdown is done.
 func (s *server) startHub() {
 	s.hubOnce.Do(func() {
 		s.wg.Add(1)
@@ -91,7 +97,36 @@ func (s *server) startHub() {
 			defer s.wg.Done()
 			s.hub.run()
 		}()
+		go func() {
+			defer close(s.watchdogDone)
+			s.watchWrites()
+		}()
 	})
+}
+
+// watchWrites enforces --write-timeout: it closes every client whose write
+// has been in progress for that long (its peer stopped reading). One
+// goroutine checking every client a few times per timeout is cheaper than a
+// deadline armed per write, and keeps idle writers' stacks small. A write
+// is cut within a tenth of the timeout (10 ms to 1 s) after it expires.
+func (s *server) watchWrites() {
+	t := time.NewTicker(min(max(s.cfg.writeTimeout/10, 10*time.Millisecond), time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.finished:
+			return
+		case now := <-t.C:
+			limit := now.Add(-s.cfg.writeTimeout).UnixNano()
+			s.mu.Lock()
+			for c := range s.conns {
+				if since := c.writingSince.Load(); since != 0 && since <= limit {
+					c.close(reasonWriteTimeout)
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
 }
 
 // acceptLoop accepts until the listener fails for good, backing off on
@@ -210,14 +245,14 @@ func (s *server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	s.hub.stopOnce.Do(func() { close(s.hub.stop) })
 
-	finished := make(chan struct{})
+	allDone := make(chan struct{})
 	go func() {
 		s.wg.Wait()
-		close(finished)
+		close(allDone)
 	}()
 	var err error
 	select {
-	case <-finished:
+	case <-allDone:
 	case <-ctx.Done():
 		err = ctx.Err()
 		s.mu.Lock()
@@ -225,8 +260,10 @@ func (s *server) Shutdown(ctx context.Context) error {
 			c.close(reasonShutdown)
 		}
 		s.mu.Unlock()
-		<-finished
+		<-allDone
 	}
+	s.finishOnce.Do(func() { close(s.finished) })
+	<-s.watchdogDone
 	s.log.Info().Err(err).Msg("shutdown complete")
 	return err
 }

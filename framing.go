@@ -59,7 +59,7 @@ var errMessageTooLong = errors.New("message too long")
 
 // minReadBuffer is the read buffer of a connection that has been quiet: idle
 // connections are cheap, and the buffer doubles up to maxFrame under load.
-const minReadBuffer = 512
+const minReadBuffer = 128
 
 // A framer cuts one connection's stream into messages. It enforces
 // --max-message while reading: the buffer never grows past one largest frame,

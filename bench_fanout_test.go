@@ -1,0 +1,190 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// BenchmarkFanout measures the whole path of one published line: a
+// publisher's socket, the reader, the hub, every client's writer and socket,
+// to clients readers on loopback. One op is one message published; b.SetBytes
+// counts its deliveries, so MB/s is the delivered throughput.
+func BenchmarkFanout(b *testing.B) {
+	for _, clients := range []int{10, 100, 1000} {
+		for _, size := range []int{64, 1024} {
+			b.Run(fmt.Sprintf("clients=%d/size=%d", clients, size), func(b *testing.B) {
+				benchmarkFanout(b, clients, size)
+			})
+		}
+	}
+}
+
+func benchmarkFanout(b *testing.B, clients, size int) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := defaultConfig()
+	cfg.excludeSender = true // the publisher does not read
+	s := newServer(cfg, zerolog.Nop())
+	go s.Serve(ln)
+	defer s.Shutdown(context.Background())
+	addr := ln.Addr().String()
+
+	pub, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pub.Close()
+	readers := make([]net.Conn, clients)
+	for i := range readers {
+		if readers[i], err = net.Dial("tcp", addr); err != nil {
+			b.Fatal(err)
+		}
+		defer readers[i].Close()
+	}
+	for s.m.clients.Load() != int64(clients+1) {
+		time.Sleep(time.Millisecond)
+	}
+	chunk := []byte(strings.Repeat(strings.Repeat("x", size-1)+"\n", max(1, 64<<10/size)))
+	perChunk := len(chunk) / size
+
+	b.SetBytes(int64(size * clients))
+	b.ReportAllocs()
+	b.ResetTimer()
+	want := int64(b.N) * int64(size)
+	var wg sync.WaitGroup
+	for _, r := range readers {
+		wg.Go(func() {
+			buf := make([]byte, 64<<10)
+			for got := int64(0); got < want; {
+				r.SetReadDeadline(time.Now().Add(time.Minute))
+				n, err := r.Read(buf)
+				if err != nil {
+					b.Errorf("reader: %v after %d of %d bytes", err, got, want)
+					return
+				}
+				got += int64(n)
+			}
+		})
+	}
+	for left := b.N; left > 0; left -= perChunk {
+		if _, err := pub.Write(chunk[:min(left, perChunk)*size]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)*float64(clients)/b.Elapsed().Seconds(), "deliveries/s")
+}
+
+// BenchmarkFramer measures cutting messages out of a stream, per framing.
+func BenchmarkFramer(b *testing.B) {
+	for _, tc := range []struct {
+		framing framing
+		size    int
+	}{{framingLine, 64}, {framingLine, 1024}, {framingLen32, 64}, {framingLen32, 1024}} {
+		b.Run(fmt.Sprintf("framing=%s/size=%d", tc.framing, tc.size), func(b *testing.B) {
+			msg := bytes.Repeat([]byte("y"), tc.size)
+			if tc.framing == framingLine {
+				msg[tc.size-1] = '\n'
+			} else {
+				copy(msg, []byte{0, 0, byte((tc.size - 4) >> 8), byte(tc.size - 4)})
+			}
+			stream := bytes.Repeat(msg, 1024)
+			r := &loopReader{data: stream}
+			f := newFramer(r, tc.framing, 64<<10, 256)
+			b.SetBytes(int64(tc.size))
+			b.ReportAllocs()
+			for n := 0; b.Loop(); {
+				if n == 0 {
+					_, k, err := f.next()
+					if err != nil {
+						b.Fatal(err)
+					}
+					n = k
+				}
+				n--
+			}
+		})
+	}
+}
+
+// loopReader returns data over and over, in reads of up to 64 KiB.
+type loopReader struct {
+	data []byte
+	off  int
+}
+
+func (r *loopReader) Read(p []byte) (int, error) {
+	n := copy(p, r.data[r.off:])
+	r.off = (r.off + n) % len(r.data)
+	return n, nil
+}
+
+var _ io.Reader = (*loopReader)(nil)
+
+// BenchmarkIdleConnections reports what one idle client costs the server's
+// heap and goroutine stacks, per connection, before and after one message.
+// It runs the clients in this process too; their side is kept small (no
+// goroutines, raw conns) and measured separately, then subtracted.
+func BenchmarkIdleConnections(b *testing.B) {
+	const conns = 2000
+	for b.Loop() {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		s := newServer(defaultConfig(), zerolog.Nop())
+		go s.Serve(ln)
+		addr := ln.Addr().String()
+		before := memNow()
+		clients := make([]net.Conn, conns)
+		for i := range clients {
+			if clients[i], err = net.Dial("tcp", addr); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for s.m.clients.Load() != conns {
+			time.Sleep(time.Millisecond)
+		}
+		idle := memNow()
+		clients[0].Write([]byte("one message to everyone\n"))
+		for s.m.messagesDelivered.Load() != conns {
+			time.Sleep(time.Millisecond)
+		}
+		after := memNow()
+		b.ReportMetric(float64(idle.heap-before.heap)/conns, "heap-B/conn")
+		b.ReportMetric(float64(idle.stack-before.stack)/conns, "stack-B/conn")
+		b.ReportMetric(float64(after.heap-before.heap)/conns, "heap-B/conn-after-msg")
+		b.ReportMetric(float64(after.stack-before.stack)/conns, "stack-B/conn-after-msg")
+		for _, c := range clients {
+			c.Close()
+		}
+		s.Shutdown(context.Background())
+	}
+}
+
+var memGCs = 1
+
+type memSample struct{ heap, stack uint64 }
+
+// memNow returns the live heap and the stack memory in use, after a GC.
+func memNow() memSample {
+	for range memGCs {
+		runtime.GC()
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return memSample{heap: ms.HeapAlloc, stack: ms.StackInuse}
+}

@@ -40,6 +40,11 @@ type config struct {
 	logFormat       string // auto, json or console
 	shutdownTimeout time.Duration
 
+	tlsCert, tlsKey  string        // PEM files; TLS is served when set (both or neither)
+	tlsClientCA      string        // PEM file: with it, clients need a certificate signed by one of its CAs
+	handshakeTimeout time.Duration // bound on a TLS handshake
+	tls              *certStore    // read from the files by configFromCLI, nil without TLS; copies share it
+
 	// sendBuffer, when positive, sets SO_SNDBUF on accepted connections. It
 	// has no flag: tests use it so that a frozen reader fills its queue
 	// after kilobytes rather than after the kernel's megabytes.
@@ -60,6 +65,8 @@ func defaultConfig() config {
 		logLevel:        zerolog.InfoLevel,
 		logFormat:       "auto",
 		shutdownTimeout: 5 * time.Second,
+
+		handshakeTimeout: 5 * time.Second,
 	}
 }
 

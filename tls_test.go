@@ -1,0 +1,176 @@
+package main
+
+import (
+	"crypto/tls"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// waitCloses waits until n clients have been closed for reason r.
+func waitCloses(t *testing.T, ts *testServer, r closeReason, n uint64) {
+	t.Helper()
+	waitFor(t, 5*time.Second, func() error {
+		if got := ts.closes(r); got != n {
+			return fmt.Errorf("closes{%s} = %d; want %d", r, got, n)
+		}
+		return nil
+	})
+}
+
+func TestTLSBroadcast(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	ts := startTestServer(t, testTLSConfig(t, ca, false))
+	conf := clientTLS(t, ca, nil)
+	alice, bob := dialTLS(t, ts.addr, "alice", conf), dialTLS(t, ts.addr, "bob", conf)
+	ts.waitClients(t, 2)
+
+	alice.send(t, "hello over tls\n")
+	for _, c := range []*testConn{alice, bob} {
+		expectLine(t, c, "hello over tls\n")
+	}
+	bob.send(t, "\x00\xffbinary\n")
+	for _, c := range []*testConn{alice, bob} {
+		expectLine(t, c, "\x00\xffbinary\n")
+	}
+
+	// README: at EOF a client still gets what was queued for it, and then
+	// the server closes. tls.Conn.CloseWrite sends close_notify.
+	if err := alice.Conn.(*tls.Conn).CloseWrite(); err != nil {
+		t.Fatalf("alice: CloseWrite: %v", err)
+	}
+	expectClosed(t, alice)
+	waitCloses(t, ts, reasonEOF, 1)
+	bob.send(t, "bye\n")
+	expectLine(t, bob, "bye\n")
+	if got := ts.closes(reasonTLSHandshake); got != 0 {
+		t.Errorf("closes{tls_handshake} = %d; want 0", got)
+	}
+}
+
+// TestTLSMinVersion: TLS 1.2 is the oldest version served.
+func TestTLSMinVersion(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	ts := startTestServer(t, testTLSConfig(t, ca, false))
+	old := clientTLS(t, ca, nil)
+	old.MinVersion, old.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
+	if _, err := tryDialTLS(ts.addr, old); err == nil {
+		t.Errorf("TLS 1.1 handshake succeeded; want it refused")
+	}
+	waitCloses(t, ts, reasonTLSHandshake, 1)
+
+	v12 := clientTLS(t, ca, nil)
+	v12.MaxVersion = tls.VersionTLS12
+	carol := dialTLS(t, ts.addr, "carol", v12)
+	if got := carol.Conn.(*tls.Conn).ConnectionState().Version; got != tls.VersionTLS12 {
+		t.Errorf("carol: version %s; want TLS 1.2", tls.VersionName(got))
+	}
+	carol.send(t, "tls 1.2\n")
+	expectLine(t, carol, "tls 1.2\n")
+}
+
+// TestTLSClientCert: with --tls-client-ca, a client needs a certificate
+// signed by that CA. A refused client is closed as tls_handshake, never as
+// slow_client, and the others do not notice.
+func TestTLSClientCert(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	ts := startTestServer(t, testTLSConfig(t, ca, true))
+	aliceCert, bobCert := ca.issue(t, "alice", false), ca.issue(t, "bob", false)
+	alice := dialTLS(t, ts.addr, "alice", clientTLS(t, ca, &aliceCert))
+	bob := dialTLS(t, ts.addr, "bob", clientTLS(t, ca, &bobCert))
+	ts.waitClients(t, 2)
+
+	err := expectTLSRefused(t, ts.addr, "anon", clientTLS(t, ca, nil))
+	t.Logf("anon, without a certificate: %v", err)
+	waitCloses(t, ts, reasonTLSHandshake, 1)
+
+	other := newTestCA(t, "other")
+	malloryCert := other.issue(t, "mallory", false)
+	err = expectTLSRefused(t, ts.addr, "mallory", clientTLS(t, ca, &malloryCert))
+	t.Logf("mallory, with a certificate from another CA: %v", err)
+	waitCloses(t, ts, reasonTLSHandshake, 2)
+	if !ts.logs.has(`"message":"tls handshake failed"`, "certificate signed by unknown authority") {
+		t.Errorf("no debug log line for mallory's certificate")
+	}
+
+	// Server certificates are not client certificates (extended key usage).
+	err = expectTLSRefused(t, ts.addr, "server", clientTLS(t, ca, &testCert{certFile: ts.cfg.tlsCert, keyFile: ts.cfg.tlsKey}))
+	t.Logf("a server certificate: %v", err)
+	waitCloses(t, ts, reasonTLSHandshake, 3)
+
+	alice.send(t, "still here\n")
+	expectLine(t, alice, "still here\n")
+	expectLine(t, bob, "still here\n")
+	if got := ts.m.clients.Load(); got != 2 {
+		t.Errorf("clients = %d; want 2", got)
+	}
+	if got := ts.closes(reasonSlowClient); got != 0 {
+		t.Errorf("closes{slow_client} = %d; want 0", got)
+	}
+	if !ts.logs.has(`"level":"debug"`, `"message":"tls handshake failed"`, "certificate") {
+		t.Errorf("no debug log line for the refused certificates")
+	}
+}
+
+// TestTLSPlainClient: a client speaking plain TCP to a TLS server fails the
+// handshake and is closed; TLS clients are unaffected.
+func TestTLSPlainClient(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	ts := startTestServer(t, testTLSConfig(t, ca, false))
+	alice := dialTLS(t, ts.addr, "alice", clientTLS(t, ca, nil))
+	ts.waitClients(t, 1)
+
+	plain := dial(t, ts.addr, "plain")
+	plain.send(t, "hello in plaintext\n")
+	expectClosed(t, plain)
+	waitCloses(t, ts, reasonTLSHandshake, 1)
+	if !ts.logs.has(`"level":"debug"`, `"message":"tls handshake failed"`, "does not look like a TLS handshake") {
+		t.Errorf("no debug log line for the failed handshake")
+	}
+	alice.send(t, "only tls\n")
+	expectLine(t, alice, "only tls\n")
+	expectNothing(t, alice, 100*time.Millisecond)
+}
+
+// TestTLSHandshakeTimeout: a client that connects and sends nothing holds
+// its slot only until --handshake-timeout.
+func TestTLSHandshakeTimeout(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	cfg := testTLSConfig(t, ca, false)
+	cfg.handshakeTimeout = 200 * time.Millisecond
+	cfg.maxClients = 1
+	ts := startTestServer(t, cfg)
+
+	start := time.Now()
+	silent := dial(t, ts.addr, "silent")
+	ts.serverSide(t, silent)
+	// While silent is in its handshake it holds the one slot: a TLS client
+	// is refused, without the plaintext notice.
+	conf := clientTLS(t, ca, nil)
+	if _, err := tryDialTLS(ts.addr, conf); err == nil {
+		t.Errorf("handshake while full succeeded; want the connection refused")
+	}
+	waitCloses(t, ts, reasonServerFull, 1)
+
+	expectClosed(t, silent)
+	if d := time.Since(start); d < cfg.handshakeTimeout {
+		t.Errorf("silent closed after %v; want at least --handshake-timeout %v", d, cfg.handshakeTimeout)
+	}
+	waitCloses(t, ts, reasonTLSHandshake, 1)
+	if !ts.logs.has(`"message":"tls handshake failed"`, "i/o timeout") {
+		t.Errorf("no debug log line for the handshake timeout")
+	}
+
+	// The slot is free again.
+	waitFor(t, 5*time.Second, func() error {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		if n := len(ts.conns); n != 0 {
+			return fmt.Errorf("connections = %d; want 0", n)
+		}
+		return nil
+	})
+	alice := dialTLS(t, ts.addr, "alice", conf)
+	alice.send(t, "my turn\n")
+	expectLine(t, alice, "my turn\n")
+}

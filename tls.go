@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -11,6 +12,8 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // errNoCertificates is the error for a PEM file without a certificate.
@@ -59,7 +62,8 @@ func (st *certStore) reload() error {
 	}
 	// Check the certificate on its own first, so that an error in it
 	// names --tls-cert and any error of X509KeyPair is about the key.
-	if _, err := parseCertificates(certPEM); err != nil {
+	chain, err := parseCertificates(certPEM)
+	if err != nil {
 		return fmt.Errorf("--tls-cert %s: %w", st.certFile, err)
 	}
 	keyPEM, err := readFlagFile("tls-key", st.keyFile)
@@ -70,6 +74,7 @@ func (st *certStore) reload() error {
 	if err != nil {
 		return fmt.Errorf("--tls-key %s: %w", st.keyFile, err)
 	}
+	cert.Leaf = chain[0] // X509KeyPair sets it too, unless GODEBUG=x509keypairleaf=0
 	c := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	if st.caFile != "" {
 		pool, err := readCertPool("tls-client-ca", st.caFile)
@@ -85,9 +90,25 @@ func (st *certStore) reload() error {
 	return nil
 }
 
-// leaf returns the certificate the server presents now.
-func (st *certStore) leaf() *x509.Certificate {
-	return st.current.Load().Certificates[0].Leaf
+// reloadOn re-reads the files on every signal from hup until ctx is done. It
+// is serve's SIGHUP goroutine. A failed reload keeps the current
+// certificates; new handshakes get the new ones, and connections already up
+// are unaffected (README).
+func (st *certStore) reloadOn(ctx context.Context, hup <-chan os.Signal, log zerolog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		if err := st.reload(); err != nil {
+			log.Error().Err(err).Msg("tls reload failed; keeping the current certificates")
+			continue
+		}
+		leaf := st.current.Load().Certificates[0].Leaf
+		log.Info().Str("serial", leaf.SerialNumber.String()).Time("not_after", leaf.NotAfter).
+			Msg("tls certificates reloaded")
+	}
 }
 
 // readFlagFile reads the file named by --flag. Its error names the flag and

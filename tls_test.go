@@ -1,10 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"os"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // waitCloses waits until n clients have been closed for reason r.
@@ -173,4 +181,120 @@ func TestTLSHandshakeTimeout(t *testing.T) {
 	alice := dialTLS(t, ts.addr, "alice", conf)
 	alice.send(t, "my turn\n")
 	expectLine(t, alice, "my turn\n")
+}
+
+// TestTLSReload: a reload serves the new certificate to new connections;
+// connections already up go on; a failed reload keeps the certificate.
+func TestTLSReload(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	cfg := testTLSConfig(t, ca, false)
+	ts := startTestServer(t, cfg)
+	conf := clientTLS(t, ca, nil)
+	alice := dialTLS(t, ts.addr, "alice", conf)
+	first := peerSerial(alice.Conn)
+
+	// reloadOn as serve runs it, with this channel for SIGHUP.
+	hup := make(chan os.Signal)
+	logs := new(logBuffer)
+	ctx, cancel := context.WithCancel(context.Background())
+	reloader := make(chan struct{})
+	go func() {
+		defer close(reloader)
+		cfg.tls.reloadOn(ctx, hup, zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), logs)))
+	}()
+	defer func() { cancel(); <-reloader }()
+
+	renewed := ca.issue(t, "server", true) // same files, new certificate
+	if renewed.certFile != cfg.tlsCert || renewed.serial.Cmp(first) == 0 {
+		t.Fatalf("issue: got %s, serial %v; want %s with a serial other than %v", renewed.certFile, renewed.serial, cfg.tlsCert, first)
+	}
+	hup <- syscall.SIGHUP
+	waitFor(t, 5*time.Second, func() error {
+		if !logs.has(`"level":"info"`, `"serial":"`+renewed.serial.String()+`"`, `"message":"tls certificates reloaded"`) {
+			return errors.New("no info log line for the reload")
+		}
+		return nil
+	})
+	bob := dialTLS(t, ts.addr, "bob", conf)
+	if got := peerSerial(bob.Conn); got.Cmp(renewed.serial) != 0 {
+		t.Errorf("bob: server certificate serial %v; want %v, the reloaded one", got, renewed.serial)
+	}
+	ts.waitClients(t, 2)
+	alice.send(t, "from before the reload\n")
+	expectLine(t, alice, "from before the reload\n")
+	expectLine(t, bob, "from before the reload\n")
+
+	// A key that does not match: the reload fails and changes nothing.
+	other := ca.issue(t, "other", true)
+	key, err := os.ReadFile(other.keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg.tlsKey, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hup <- syscall.SIGHUP
+	waitFor(t, 5*time.Second, func() error {
+		if !logs.has(`"level":"error"`, "--tls-key "+cfg.tlsKey, `"message":"tls reload failed; keeping the current certificates"`) {
+			return errors.New("no error log line for the failed reload")
+		}
+		return nil
+	})
+	if err := cfg.tls.reload(); err == nil || !strings.Contains(err.Error(), "--tls-key "+cfg.tlsKey+": tls: private key does not match public key") {
+		t.Errorf("reload() = %v; want an error naming --tls-key %s", err, cfg.tlsKey)
+	}
+	carol := dialTLS(t, ts.addr, "carol", conf)
+	if got := peerSerial(carol.Conn); got.Cmp(renewed.serial) != 0 {
+		t.Errorf("carol: server certificate serial %v; want %v, kept after the failed reload", got, renewed.serial)
+	}
+}
+
+// TestRunServeTLSReload runs `echohub serve` with TLS in-process and sends
+// the process a real SIGHUP: new connections see the new certificate while
+// an existing one keeps working.
+func TestRunServeTLSReload(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	srv := ca.issue(t, "server", true)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stderr := newPipeWriter(t)
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"echohub", "serve", "--listen", "127.0.0.1:0", "--log-format", "json",
+			"--tls-cert", srv.certFile, "--tls-key", srv.keyFile}, strings.NewReader(""), new(bytes.Buffer), stderr)
+	}()
+	addr := stderr.listenAddr(t) // logged after serve asked for SIGHUP
+	conf := clientTLS(t, ca, nil)
+	alice := dialTLS(t, addr, "alice", conf)
+	if got := peerSerial(alice.Conn); got.Cmp(srv.serial) != 0 {
+		t.Fatalf("alice: server certificate serial %v; want %v", got, srv.serial)
+	}
+
+	renewed := ca.issue(t, "server", true)
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, func() error {
+		conn, err := tryDialTLS(addr, conf)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		if got := peerSerial(conn); got.Cmp(renewed.serial) != 0 {
+			return fmt.Errorf("server certificate serial %v; want %v after SIGHUP", got, renewed.serial)
+		}
+		return nil
+	})
+	alice.send(t, "still connected\n")
+	expectLine(t, alice, "still connected\n")
+
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("serve exit code = %d; want 0", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not return after its context ended")
+	}
 }

@@ -56,25 +56,10 @@ func loadCertStore(cfg config) (*certStore, error) {
 
 // reload re-reads the files. On error the current certificates stay.
 func (st *certStore) reload() error {
-	certPEM, err := readFlagFile("tls-cert", st.certFile)
+	cert, err := loadKeyPair(st.certFile, st.keyFile)
 	if err != nil {
 		return err
 	}
-	// Check the certificate on its own first, so that an error in it
-	// names --tls-cert and any error of X509KeyPair is about the key.
-	chain, err := parseCertificates(certPEM)
-	if err != nil {
-		return fmt.Errorf("--tls-cert %s: %w", st.certFile, err)
-	}
-	keyPEM, err := readFlagFile("tls-key", st.keyFile)
-	if err != nil {
-		return err
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return fmt.Errorf("--tls-key %s: %w", st.keyFile, err)
-	}
-	cert.Leaf = chain[0] // X509KeyPair sets it too, unless GODEBUG=x509keypairleaf=0
 	c := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	if st.caFile != "" {
 		pool, err := readCertPool("tls-client-ca", st.caFile)
@@ -109,6 +94,31 @@ func (st *certStore) reloadOn(ctx context.Context, hup <-chan os.Signal, log zer
 		log.Info().Str("serial", leaf.SerialNumber.String()).Time("not_after", leaf.NotAfter).
 			Msg("tls certificates reloaded")
 	}
+}
+
+// loadKeyPair reads a certificate (chain) and its key from the files named
+// by --tls-cert and --tls-key.
+func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+	certPEM, err := readFlagFile("tls-cert", certFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	// Check the certificates on their own first, so that an error in them
+	// names --tls-cert, and any error of X509KeyPair is about the key.
+	chain, err := parseCertificates(certPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("--tls-cert %s: %w", certFile, err)
+	}
+	keyPEM, err := readFlagFile("tls-key", keyFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("--tls-key %s: %w", keyFile, err)
+	}
+	cert.Leaf = chain[0] // X509KeyPair sets it too, unless GODEBUG=x509keypairleaf=0
+	return cert, nil
 }
 
 // readFlagFile reads the file named by --flag. Its error names the flag and
@@ -223,4 +233,40 @@ func (s *server) handshake(c *client) bool {
 		e.Str("version", tls.VersionName(cs.Version)).Msg("tls handshake done")
 	}
 	return true
+}
+
+// clientTLSConfig returns the config of `echohub client --tls` for the server
+// at addr: it checks the server's certificate for addr's host against the
+// system's roots, or only caFile's CAs, unless insecure; with certFile and
+// keyFile it presents that client certificate (mutual TLS).
+func clientTLSConfig(addr, caFile, certFile, keyFile string, insecure bool) (*tls.Config, error) {
+	switch {
+	case certFile != "" && keyFile == "":
+		return nil, fmt.Errorf("--tls-cert %s: no --tls-key given (want both or neither)", certFile)
+	case keyFile != "" && certFile == "":
+		return nil, fmt.Errorf("--tls-key %s: no --tls-cert given (want both or neither)", keyFile)
+	case insecure && caFile != "":
+		return nil, errors.New("--tls-insecure: conflicts with --tls-ca")
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr // the dial reports the bad address
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host, InsecureSkipVerify: insecure}
+	if caFile != "" {
+		if c.RootCAs, err = readCertPool("tls-ca", caFile); err != nil {
+			return nil, err
+		}
+	}
+	if certFile != "" {
+		cert, err := loadKeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, err
+		}
+		// Present it whatever CAs the server asks for; crypto/tls would
+		// send none, and the server would say "certificate required"
+		// rather than why it refuses this one.
+		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
+	}
+	return c, nil
 }

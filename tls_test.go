@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -296,5 +297,120 @@ func TestRunServeTLSReload(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("serve did not return after its context ended")
+	}
+}
+
+// TestRunClientTLS: `echohub client --tls` sends stdin over TLS, prints the
+// stream, and half-closes at EOF with close_notify.
+func TestRunClientTLS(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	ts := startTestServer(t, testTLSConfig(t, ca, false))
+	alice := dialTLS(t, ts.addr, "alice", clientTLS(t, ca, nil))
+	ts.waitClients(t, 1)
+
+	code, stdout, stderr := runCLI(context.Background(), "over tls\n", "client", "--tls", "--tls-ca", ca.certFile, ts.addr)
+	if code != 0 || stdout != "over tls\n" || stderr != "" {
+		t.Errorf("run(client --tls --tls-ca) = %d, %q, %q; want 0, %q, no error", code, stdout, stderr, "over tls\n")
+	}
+	expectLine(t, alice, "over tls\n")
+	waitCloses(t, ts, reasonEOF, 1)
+
+	// The server's CA is not among the system's roots.
+	code, stdout, stderr = runCLI(context.Background(), "", "client", "--tls", ts.addr)
+	if code != 1 || stdout != "" || !strings.Contains(stderr, "certificate signed by unknown authority") || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("run(client --tls) = %d, %q, %q; want 1 and one line saying unknown authority", code, stdout, stderr)
+	}
+	code, stdout, stderr = runCLI(context.Background(), "insecure\n", "client", "--tls", "--tls-insecure", ts.addr)
+	if code != 0 || stdout != "insecure\n" || stderr != "" {
+		t.Errorf("run(client --tls --tls-insecure) = %d, %q, %q; want 0, %q, no error", code, stdout, stderr, "insecure\n")
+	}
+	expectLine(t, alice, "insecure\n")
+
+	// A plain client gets nothing from a TLS server but a failed handshake.
+	code, stdout, _ = runCLI(context.Background(), "plain\n", "client", ts.addr)
+	if stdout != "" {
+		t.Errorf("run(client) to a TLS server = %d, %q; want no output", code, stdout)
+	}
+	expectNothing(t, alice, 100*time.Millisecond)
+}
+
+// TestRunClientMTLS: with --tls-cert and --tls-key, `echohub client` passes
+// a server's client certificate check; without, it is refused.
+func TestRunClientMTLS(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	ts := startTestServer(t, testTLSConfig(t, ca, true))
+	aliceCert, bobCert := ca.issue(t, "alice", false), ca.issue(t, "bob", false)
+	alice := dialTLS(t, ts.addr, "alice", clientTLS(t, ca, &aliceCert))
+	ts.waitClients(t, 1)
+
+	code, stdout, stderr := runCLI(context.Background(), "from bob\n", "client", "--tls", "--tls-ca", ca.certFile,
+		"--tls-cert", bobCert.certFile, "--tls-key", bobCert.keyFile, ts.addr)
+	if code != 0 || stdout != "from bob\n" || stderr != "" {
+		t.Errorf("run(client --tls-cert bob) = %d, %q, %q; want 0, %q, no error", code, stdout, stderr, "from bob\n")
+	}
+	expectLine(t, alice, "from bob\n")
+
+	code, stdout, stderr = runCLI(context.Background(), "from anon\n", "client", "--tls", "--tls-ca", ca.certFile, ts.addr)
+	if want := "echohub: client: remote error: tls: certificate required\n"; code != 1 || stdout != "" || stderr != want {
+		t.Errorf("run(client --tls without a certificate) = %d, %q, %q; want 1, no output, %q", code, stdout, stderr, want)
+	}
+	other := newTestCA(t, "other")
+	malloryCert := other.issue(t, "mallory", false)
+	code, stdout, stderr = runCLI(context.Background(), "from mallory\n", "client", "--tls", "--tls-ca", ca.certFile,
+		"--tls-cert", malloryCert.certFile, "--tls-key", malloryCert.keyFile, ts.addr)
+	if want := "echohub: client: remote error: tls: unknown certificate authority\n"; code != 1 || stdout != "" || stderr != want {
+		t.Errorf("run(client --tls-cert mallory) = %d, %q, %q; want 1, no output, %q", code, stdout, stderr, want)
+	}
+	waitCloses(t, ts, reasonTLSHandshake, 2)
+	expectNothing(t, alice, 100*time.Millisecond)
+}
+
+func TestRunClientBadTLSFlags(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	alice := ca.issue(t, "alice", false)
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // the one stderr line must start with "echohub: " and this
+	}{
+		{"ca without tls", []string{"--tls-ca", ca.certFile}, "--tls-ca: needs --tls"},
+		{"insecure without tls", []string{"--tls-insecure"}, "--tls-insecure: needs --tls"},
+		{"cert without key", []string{"--tls", "--tls-cert", alice.certFile}, "--tls-cert " + alice.certFile + ": no --tls-key given"},
+		{"key without cert", []string{"--tls", "--tls-key", alice.keyFile}, "--tls-key " + alice.keyFile + ": no --tls-cert given"},
+		{"missing ca", []string{"--tls", "--tls-ca", missing}, "--tls-ca " + missing + ": no such file or directory"},
+		{"ca without certificates", []string{"--tls", "--tls-ca", alice.keyFile}, "--tls-ca " + alice.keyFile + ": no certificates found"},
+		{"insecure and ca", []string{"--tls", "--tls-insecure", "--tls-ca", ca.certFile}, "--tls-insecure: conflicts with --tls-ca"},
+		{"key mismatch", []string{"--tls", "--tls-cert", alice.certFile, "--tls-key", ca.issue(t, "bob", false).keyFile},
+			"--tls-key " + filepath.Join(ca.dir, "bob-key.pem") + ": tls: private key does not match public key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// The port is never dialled: the flags fail first.
+			code, stdout, stderr := runCLI(context.Background(), "", append(append([]string{"client"}, tc.args...), "127.0.0.1:1")...)
+			if want := "echohub: " + tc.want; code != 1 || stdout != "" || !strings.HasPrefix(stderr, want) || strings.Count(stderr, "\n") != 1 {
+				t.Errorf("run(client %s) = %d, %q, %q; want 1, no output, one line starting %q",
+					strings.Join(tc.args, " "), code, stdout, stderr, want)
+			}
+		})
+	}
+}
+
+func TestRunHelpTLS(t *testing.T) {
+	for _, tc := range []struct {
+		cmd   string
+		flags []string
+	}{
+		{"serve", []string{"--tls-cert", "--tls-key", "--tls-client-ca", "--handshake-timeout", "$ECHOHUB_TLS_CERT", "$ECHOHUB_HANDSHAKE_TIMEOUT"}},
+		{"client", []string{"--tls", "--tls-ca", "--tls-cert", "--tls-key", "--tls-insecure"}},
+	} {
+		code, stdout, stderr := runCLI(context.Background(), "", tc.cmd, "--help")
+		if code != 0 || stderr != "" {
+			t.Errorf("run(%s --help) = %d, stderr %q; want 0 and no stderr", tc.cmd, code, stderr)
+		}
+		for _, flag := range tc.flags {
+			if !strings.Contains(stdout, flag) {
+				t.Errorf("%s --help does not mention %s", tc.cmd, flag)
+			}
+		}
 	}
 }

@@ -211,11 +211,15 @@ func (s *server) handshake(c *client) bool {
 	if !ok {
 		return true
 	}
+	// Shutdown sets inShutdown and then the read deadline to now, to stop
+	// the handshake; each inShutdown check below comes after a deadline
+	// change that may have undone that, and so sees it.
 	tc.SetDeadline(time.Now().Add(s.cfg.handshakeTimeout))
-	err := tc.Handshake()
+	var err error
+	if !s.inShutdown.Load() {
+		err = tc.Handshake()
+	}
 	tc.SetDeadline(time.Time{})
-	// Shutdown may have set the read deadline to now just before the line
-	// above cleared it; inShutdown is set before that, so this sees it.
 	if s.inShutdown.Load() {
 		c.setReason(reasonShutdown)
 		return false

@@ -414,3 +414,28 @@ func TestRunHelpTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSShutdownDuringHandshake: Shutdown does not wait out
+// --handshake-timeout for a client still in its handshake, and closes it as
+// shutdown, not tls_handshake.
+func TestTLSShutdownDuringHandshake(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	cfg := testTLSConfig(t, ca, false)
+	cfg.handshakeTimeout = time.Minute
+	ts := startTestServer(t, cfg)
+	silent := dial(t, ts.addr, "silent")
+	ts.serverSide(t, silent)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := ts.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown() = %v; want nil", err)
+	}
+	expectClosed(t, silent)
+	if got, want := ts.closes(reasonShutdown), uint64(1); got != want {
+		t.Errorf("closes{shutdown} = %d; want %d", got, want)
+	}
+	if got := ts.closes(reasonTLSHandshake); got != 0 {
+		t.Errorf("closes{tls_handshake} = %d; want 0", got)
+	}
+}

@@ -91,8 +91,8 @@ func (st *certStore) reloadOn(ctx context.Context, hup <-chan os.Signal, log zer
 			continue
 		}
 		leaf := st.current.Load().Certificates[0].Leaf
-		log.Info().Str("serial", leaf.SerialNumber.String()).Time("not_after", leaf.NotAfter).
-			Msg("tls certificates reloaded")
+		serial := fmt.Sprintf("%X", leaf.SerialNumber.Bytes()) // as openssl x509 -serial prints it
+		log.Info().Str("serial", serial).Time("not_after", leaf.NotAfter).Msg("tls certificates reloaded")
 	}
 }
 

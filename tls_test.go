@@ -211,7 +211,7 @@ func TestTLSReload(t *testing.T) {
 	}
 	hup <- syscall.SIGHUP
 	waitFor(t, 5*time.Second, func() error {
-		if !logs.has(`"level":"info"`, `"serial":"`+renewed.serial.String()+`"`, `"message":"tls certificates reloaded"`) {
+		if !logs.has(`"level":"info"`, `"serial":"`+fmt.Sprintf("%X", renewed.serial.Bytes())+`"`, `"message":"tls certificates reloaded"`) {
 			return errors.New("no info log line for the reload")
 		}
 		return nil

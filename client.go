@@ -27,6 +27,7 @@ const (
 	reasonWriteTimeout                      // a write blocked longer than --write-timeout
 	reasonServerFull                        // over --max-clients
 	reasonShutdown                          // SIGINT/SIGTERM
+	reasonTLSHandshake                      // TLS handshake failed or took over --handshake-timeout; logged at debug
 	numCloseReasons
 )
 
@@ -34,12 +35,14 @@ var reasonNames = [numCloseReasons]string{
 	reasonNone: "none", reasonEOF: "eof", reasonReadError: "read_error", reasonWriteError: "write_error",
 	reasonMessageTooLong: "message_too_long", reasonSlowClient: "slow_client",
 	reasonWriteTimeout: "write_timeout", reasonServerFull: "server_full", reasonShutdown: "shutdown",
+	reasonTLSHandshake: "tls_handshake",
 }
 
 func (r closeReason) String() string { return reasonNames[r] }
 
 // level is the log level of a close for this reason: warn when the client
-// caused it, debug for the normal ways a connection ends.
+// caused it, debug for the normal ways a connection ends. A failed TLS
+// handshake is debug too: TCP health checks and scanners cause them all day.
 func (r closeReason) level() zerolog.Level {
 	switch r {
 	case reasonMessageTooLong, reasonSlowClient, reasonWriteTimeout, reasonServerFull:

@@ -40,6 +40,11 @@ type config struct {
 	logFormat       string // auto, json or console
 	shutdownTimeout time.Duration
 
+	tlsCert, tlsKey  string        // PEM files; TLS is served when set (both or neither)
+	tlsClientCA      string        // PEM file: with it, clients need a certificate signed by one of its CAs
+	handshakeTimeout time.Duration // bound on a TLS handshake
+	tls              *certStore    // read from the files by configFromCLI, nil without TLS; copies share it
+
 	// sendBuffer, when positive, sets SO_SNDBUF on accepted connections. It
 	// has no flag: tests use it so that a frozen reader fills its queue
 	// after kilobytes rather than after the kernel's megabytes.
@@ -60,6 +65,8 @@ func defaultConfig() config {
 		logLevel:        zerolog.InfoLevel,
 		logFormat:       "auto",
 		shutdownTimeout: 5 * time.Second,
+
+		handshakeTimeout: 5 * time.Second,
 	}
 }
 
@@ -89,11 +96,15 @@ func serveFlags() []cli.Flag {
 		str("log-level", d.logLevel.String(), "log `LEVEL`: debug, info, warn or error"),
 		str("log-format", d.logFormat, "log `FORMAT`: auto (console on a terminal, JSON otherwise), json or console"),
 		dur("shutdown-timeout", d.shutdownTimeout, "on SIGINT/SIGTERM: stop accepting and reading, flush queues for up to this `DUR`ation, then close all"),
+		str("tls-cert", "", "serve TLS with the certificate (chain) in PEM `FILE`; needs --tls-key; re-read on SIGHUP"),
+		str("tls-key", "", "the private key of --tls-cert, in PEM `FILE`; re-read on SIGHUP"),
+		str("tls-client-ca", "", "require client certificates signed by a CA in PEM `FILE` (mutual TLS); re-read on SIGHUP"),
+		dur("handshake-timeout", d.handshakeTimeout, "a TLS handshake not done within this `DUR`ation closes the connection"),
 	}
 }
 
-// configFromCLI reads and validates the flags of `echohub serve`. Its errors
-// name the flag.
+// configFromCLI reads and validates the flags of `echohub serve`, and reads
+// the TLS files they name. Its errors name the flag (and the file).
 func configFromCLI(cCtx *cli.Context) (config, error) {
 	cfg := defaultConfig()
 	var errs []error
@@ -120,10 +131,17 @@ func configFromCLI(cCtx *cli.Context) (config, error) {
 	flagErr("log-level", err)
 	cfg.logFormat = cCtx.String("log-format")
 	cfg.shutdownTimeout = cCtx.Duration("shutdown-timeout")
+	cfg.tlsCert, cfg.tlsKey = cCtx.String("tls-cert"), cCtx.String("tls-key")
+	cfg.tlsClientCA = cCtx.String("tls-client-ca")
+	cfg.handshakeTimeout = cCtx.Duration("handshake-timeout")
 	if len(errs) > 0 {
 		return cfg, errs[0]
 	}
-	return cfg, cfg.validate()
+	if err := cfg.validate(); err != nil {
+		return cfg, err
+	}
+	cfg.tls, err = loadCertStore(cfg) // bad files stop serve before the listener opens
+	return cfg, err
 }
 
 // validate checks the values that each parsed on its own but are out of range
@@ -147,6 +165,14 @@ func (cfg config) validate() error {
 		return fmt.Errorf("--log-format: unknown value %q (want auto, json, console)", cfg.logFormat)
 	case cfg.shutdownTimeout < 0:
 		return fmt.Errorf("--shutdown-timeout: %v is out of range (want 0 or more)", cfg.shutdownTimeout)
+	case cfg.tlsCert != "" && cfg.tlsKey == "":
+		return fmt.Errorf("--tls-cert %s: no --tls-key given (want both or neither)", cfg.tlsCert)
+	case cfg.tlsKey != "" && cfg.tlsCert == "":
+		return fmt.Errorf("--tls-key %s: no --tls-cert given (want both or neither)", cfg.tlsKey)
+	case cfg.tlsClientCA != "" && cfg.tlsCert == "":
+		return fmt.Errorf("--tls-client-ca %s: needs --tls-cert and --tls-key", cfg.tlsClientCA)
+	case cfg.handshakeTimeout <= 0:
+		return fmt.Errorf("--handshake-timeout: %v is out of range (want more than 0)", cfg.handshakeTimeout)
 	}
 	return nil
 }

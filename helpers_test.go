@@ -4,10 +4,20 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -232,4 +242,179 @@ func line(name string, i, size int) string {
 		s += strings.Repeat("x", pad)
 	}
 	return s + "\n"
+}
+
+// A testCA is a certificate authority made for one test. Its certificate,
+// and the certificates and keys it issues, are PEM files in a t.TempDir():
+// no private key is ever committed.
+type testCA struct {
+	dir      string
+	certFile string
+	cert     *x509.Certificate
+	key      *ecdsa.PrivateKey
+	serial   int64 // of the last certificate made
+}
+
+// A testCert is a certificate issued by a testCA, and its files.
+type testCert struct {
+	certFile, keyFile string
+	serial            *big.Int
+}
+
+// newTestCA makes a CA named name, with its files in a new directory.
+func newTestCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ca := &testCA{dir: dir, certFile: filepath.Join(dir, name+".pem"), cert: cert, key: key, serial: 1}
+	writePEM(t, ca.certFile, "CERTIFICATE", der)
+	return ca
+}
+
+// issue makes a certificate for name, signed by ca, with a new serial
+// number, and writes it and its key as name.pem and name-key.pem in ca's
+// directory, replacing earlier ones. A server certificate is for 127.0.0.1
+// (an IP SAN); a client certificate is for client authentication.
+func (ca *testCA) issue(t *testing.T, name string, server bool) testCert {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca.serial++
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(ca.serial),
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if server {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testCert{
+		certFile: filepath.Join(ca.dir, name+".pem"),
+		keyFile:  filepath.Join(ca.dir, name+"-key.pem"),
+		serial:   tmpl.SerialNumber,
+	}
+	writePEM(t, c.certFile, "CERTIFICATE", der)
+	writePEM(t, c.keyFile, "PRIVATE KEY", keyDER)
+	return c
+}
+
+// writePEM writes one PEM block of type typ to the file name.
+func writePEM(t *testing.T, name, typ string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testTLSConfig returns testConfig serving TLS with a server certificate
+// from ca; with mtls, clients need a certificate from ca too.
+func testTLSConfig(t *testing.T, ca *testCA, mtls bool) config {
+	t.Helper()
+	cfg := testConfig()
+	srv := ca.issue(t, "server", true)
+	cfg.tlsCert, cfg.tlsKey = srv.certFile, srv.keyFile
+	if mtls {
+		cfg.tlsClientCA = ca.certFile
+	}
+	var err error
+	if cfg.tls, err = loadCertStore(cfg); err != nil {
+		t.Fatalf("loadCertStore: %v", err)
+	}
+	return cfg
+}
+
+// clientTLS returns a client config that trusts ca and, unless cert is nil,
+// presents cert, even to a server that asks for certificates from other CAs
+// (crypto/tls would otherwise send none).
+func clientTLS(t *testing.T, ca *testCA, cert *testCert) *tls.Config {
+	t.Helper()
+	conf := &tls.Config{RootCAs: x509.NewCertPool()}
+	conf.RootCAs.AddCert(ca.cert)
+	if cert != nil {
+		c, err := tls.LoadX509KeyPair(cert.certFile, cert.keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &c, nil }
+	}
+	return conf
+}
+
+// tryDialTLS connects to addr and completes the TLS handshake, within ioTimeout.
+func tryDialTLS(addr string, conf *tls.Config) (*tls.Conn, error) {
+	return tls.DialWithDialer(&net.Dialer{Timeout: ioTimeout}, "tcp", addr, conf)
+}
+
+// dialTLS connects a TLS client named name to addr; Cleanup closes it.
+func dialTLS(t *testing.T, addr, name string, conf *tls.Config) *testConn {
+	t.Helper()
+	conn, err := tryDialTLS(addr, conf)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &testConn{Conn: conn, name: name, r: bufio.NewReaderSize(conn, 64<<10)}
+}
+
+// expectTLSRefused checks that the server refuses a TLS client named name:
+// the handshake fails or, since in TLS 1.3 the client finishes its part
+// before the server has checked the client's certificate, the first read
+// does. It returns the client's error.
+func expectTLSRefused(t *testing.T, addr, name string, conf *tls.Config) error {
+	t.Helper()
+	conn, err := tryDialTLS(addr, conf)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(ioTimeout))
+	n, err := conn.Read(make([]byte, 1))
+	var ne net.Error
+	switch {
+	case err == nil:
+		t.Fatalf("%s: read %d bytes; want the connection refused", name, n)
+	case errors.As(err, &ne) && ne.Timeout():
+		t.Fatalf("%s: read: %v; want the connection refused", name, err)
+	}
+	return err
+}
+
+// peerSerial returns the serial number of the certificate the server
+// presented to c, a TLS client.
+func peerSerial(c net.Conn) *big.Int {
+	return c.(*tls.Conn).ConnectionState().PeerCertificates[0].SerialNumber
 }

@@ -93,10 +93,22 @@ func serveCommand() *cli.Command {
 
 // serve runs a server on ln until ctx is done or serving fails, and then
 // shuts it down gracefully within --shutdown-timeout. A timeout during
-// shutdown is logged, not an error (README).
+// shutdown is logged, not an error (README). With TLS, SIGHUP re-reads the
+// certificate files.
 func serve(ctx context.Context, cfg config, log zerolog.Logger, ln net.Listener) error {
 	s := newServer(cfg, log)
 	g, gctx := errgroup.WithContext(ctx)
+	if cfg.tls != nil {
+		// Notify before serving, so that from "listening" on a SIGHUP
+		// reloads the certificates rather than killing the process.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		g.Go(func() error {
+			cfg.tls.reloadOn(gctx, hup, log)
+			return nil
+		})
+	}
 	g.Go(func() error {
 		if err := s.Serve(ln); !errors.Is(err, errServerClosed) {
 			return err

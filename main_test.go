@@ -76,6 +76,75 @@ func TestRunBadFlags(t *testing.T) {
 	}
 }
 
+// TestRunBadTLSFlags: bad TLS flags or files fail with one line naming the
+// flag and the file, before the listener opens (the address is taken, so a
+// listen attempt would fail differently).
+func TestRunBadTLSFlags(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	ca := newTestCA(t, "ca")
+	srv, other := ca.issue(t, "server", true), ca.issue(t, "other", true)
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.pem")
+	garbage := filepath.Join(dir, "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // the one stderr line must contain this
+	}{
+		{"missing cert", []string{"--tls-cert", missing, "--tls-key", srv.keyFile}, nil,
+			"--tls-cert " + missing + ": no such file or directory"},
+		{"missing key", []string{"--tls-cert", srv.certFile, "--tls-key", missing}, nil,
+			"--tls-key " + missing + ": no such file or directory"},
+		{"unreadable cert", []string{"--tls-cert", dir, "--tls-key", srv.keyFile}, nil,
+			"--tls-cert " + dir + ": is a directory"},
+		{"key mismatch", []string{"--tls-cert", srv.certFile, "--tls-key", other.keyFile}, nil,
+			"--tls-key " + other.keyFile + ": tls: private key does not match public key"},
+		{"cert not pem", []string{"--tls-cert", garbage, "--tls-key", srv.keyFile}, nil,
+			"--tls-cert " + garbage + ": no certificates found"},
+		{"cert and key swapped", []string{"--tls-cert", srv.keyFile, "--tls-key", srv.certFile}, nil,
+			"--tls-cert " + srv.keyFile + ": no certificates found"},
+		{"ca without certificates", []string{"--tls-cert", srv.certFile, "--tls-key", srv.keyFile, "--tls-client-ca", srv.keyFile}, nil,
+			"--tls-client-ca " + srv.keyFile + ": no certificates found"},
+		{"missing ca", []string{"--tls-cert", srv.certFile, "--tls-key", srv.keyFile, "--tls-client-ca", missing}, nil,
+			"--tls-client-ca " + missing + ": no such file or directory"},
+		{"cert without key", []string{"--tls-cert", srv.certFile}, nil,
+			"--tls-cert " + srv.certFile + ": no --tls-key given"},
+		{"key without cert", []string{"--tls-key", srv.keyFile}, nil,
+			"--tls-key " + srv.keyFile + ": no --tls-cert given"},
+		{"ca without cert", []string{"--tls-client-ca", ca.certFile}, nil,
+			"--tls-client-ca " + ca.certFile + ": needs --tls-cert and --tls-key"},
+		{"zero handshake timeout", []string{"--handshake-timeout", "0s"}, nil,
+			"--handshake-timeout: 0s is out of range"},
+		{"env key mismatch", nil, map[string]string{"ECHOHUB_TLS_CERT": srv.certFile, "ECHOHUB_TLS_KEY": other.keyFile},
+			"--tls-key " + other.keyFile + ": tls: private key does not match public key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			args := append([]string{"serve", "--listen", busy.Addr().String()}, tc.args...)
+			code, stdout, stderr := runCLI(context.Background(), "", args...)
+			if code != 1 {
+				t.Errorf("exit code = %d; want 1", code)
+			}
+			if stdout != "" {
+				t.Errorf("stdout = %q; want nothing", stdout)
+			}
+			if want := "echohub: " + tc.want; !strings.HasPrefix(stderr, want) || strings.Count(stderr, "\n") != 1 {
+				t.Errorf("stderr = %q; want one line starting %q", stderr, want)
+			}
+		})
+	}
+}
+
 func TestRunUnknownCommand(t *testing.T) {
 	code, stdout, stderr := runCLI(context.Background(), "", "srve")
 	if code != 1 || stdout != "" || stderr != "echohub: unknown command \"srve\" (want serve, client, bench or version)\n" {

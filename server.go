@@ -80,7 +80,8 @@ func (s *server) Serve(ln net.Listener) error {
 	s.mu.Unlock()
 	defer close(s.serving)
 	s.startHub()
-	s.log.Info().Str("addr", ln.Addr().String()).Str("framing", s.cfg.framing.String()).Msg("listening")
+	s.log.Info().Str("addr", ln.Addr().String()).Str("framing", s.cfg.framing.String()).
+		Bool("tls", s.cfg.tls != nil).Msg("listening")
 	err := s.acceptLoop(ln)
 	if s.inShutdown.Load() {
 		return errServerClosed
@@ -163,14 +164,14 @@ func (s *server) acceptLoop(ln net.Listener) error {
 	}
 }
 
-// admit registers conn as a client, or refuses it with one notice line before
-// any goroutine starts for it.
+// admit registers conn as a client, or refuses it with one notice line (none
+// under TLS) before any goroutine starts for it.
 func (s *server) admit(conn net.Conn) *client {
 	s.mu.Lock()
 	full := s.cfg.maxClients > 0 && len(s.conns) >= s.cfg.maxClients
 	var c *client
 	if !full {
-		c = newClient(s.nextID.Add(1), conn, s.hub, s.log)
+		c = newClient(s.nextID.Add(1), s.cfg.tls.wrap(conn), s.hub, s.log)
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 	}
@@ -179,20 +180,22 @@ func (s *server) admit(conn net.Conn) *client {
 		s.m.closes[reasonServerFull].Add(1)
 		s.log.Warn().Str("remote", conn.RemoteAddr().String()).Str("reason", reasonServerFull.String()).
 			Int("max_clients", s.cfg.maxClients).Msg("client refused")
-		conn.SetWriteDeadline(time.Now().Add(noticeTimeout))
-		conn.Write(s.cfg.framing.encodeNotice(fmt.Sprintf("echohub: server full (max %d clients); closing", s.cfg.maxClients)))
+		if s.cfg.tls == nil { // with TLS, a plaintext line would only garble the handshake
+			conn.SetWriteDeadline(time.Now().Add(noticeTimeout))
+			conn.Write(s.cfg.framing.encodeNotice(fmt.Sprintf("echohub: server full (max %d clients); closing", s.cfg.maxClients)))
+		}
 		conn.Close()
 	}
 	return c
 }
 
-// handle runs one client: it registers c with the hub, starts its writer and
-// reads until the connection ends. It returns when both loops have returned
-// and the connection is closed.
+// handle runs one client: after the TLS handshake, if any, it registers c
+// with the hub, starts its writer and reads until the connection ends. It
+// returns when both loops have returned and the connection is closed.
 func (s *server) handle(c *client) {
 	defer s.wg.Done()
 	c.log.Debug().Msg("client connected")
-	if s.hub.register(c) {
+	if s.handshake(c) && s.hub.register(c) {
 		go c.writeLoop()
 		r := c.readLoop()
 		c.setReason(r)

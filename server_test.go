@@ -156,6 +156,7 @@ func TestServeShutdownFlushesQueues(t *testing.T) {
 	// lines the server read, a prefix of alice's, each whole.
 	const n, size = 5000, 100
 	go publishLines(t, alice, n, size)
+	go io.Copy(io.Discard, alice) // alice reads her echoes, so she never falls behind
 	waitFor(t, 5*time.Second, func() error {
 		if got := s.m.messagesReceived.Load(); got < 100 {
 			return fmt.Errorf("messages received = %d; want some", got)

@@ -45,10 +45,13 @@ type config struct {
 	handshakeTimeout time.Duration // bound on a TLS handshake
 	tls              *certStore    // read from the files by configFromCLI, nil without TLS; copies share it
 
-	// sendBuffer, when positive, sets SO_SNDBUF on accepted connections. It
-	// has no flag: tests use it so that a frozen reader fills its queue
-	// after kilobytes rather than after the kernel's megabytes.
+	// These have no flag. sendBuffer, when positive, sets SO_SNDBUF on
+	// accepted connections, so that in tests a frozen reader fills its queue
+	// after kilobytes rather than after the kernel's megabytes. stallLimit is
+	// how long a full queue with a stuck write may hold the hub before its
+	// client counts as slow; a test whose own readers starve raises it.
 	sendBuffer int
+	stallLimit time.Duration
 }
 
 // defaultConfig returns the documented defaults (README flags table).

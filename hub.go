@@ -30,10 +30,10 @@ type batch struct {
 const (
 	// stallTick is how often a stalled hub re-checks who is behind.
 	stallTick = 10 * time.Millisecond
-	// stallLimit is how long the hub waits for room in a full queue before
-	// it may judge that client slow: the "moment" one frozen reader can hold
-	// the stream (README, slow clients).
-	stallLimit = 500 * time.Millisecond
+	// defaultStallLimit is how long the hub waits for room in a full queue
+	// before it may judge that client slow: the "moment" one frozen reader
+	// can hold the stream (README, slow clients). See config.stallLimit.
+	defaultStallLimit = 500 * time.Millisecond
 	// publishQueue is the capacity of the hub's publish inbox, in messages.
 	publishQueue = 256
 )
@@ -241,7 +241,7 @@ func (h *hub) fanout(b *batch) {
 // deliver queues b, of which n messages and size bytes are for c. When c's
 // queue is full the hub waits for room, which slows intake and so pushes back
 // on publishers (README), but only while c keeps up with the others: a client
-// still full after stallLimit while most others have room is slow, and is
+// still full after the stall limit while most others have room is slow, and is
 // disconnected or, under --slow=drop, skipped until its queue is half empty.
 func (h *hub) deliver(c *client, b *batch, n, size int) {
 	if c.lagging {
@@ -281,7 +281,7 @@ func (h *hub) congested(c *client) bool {
 
 // waitRoom waits until n messages of size bytes fit c's queue and reports
 // true, or reports false when c is behind the others: its queue has been full
-// for stallLimit, its socket has taken nothing for as long (a write blocked
+// for the stall limit, its socket has taken nothing for as long (a write blocked
 // all that time), and at least half of the other clients have room. A client
 // whose writer is merely waiting for a CPU is never judged. When everyone is
 // behind, the hub goes on waiting, and so slows its intake; a writer stuck
@@ -296,7 +296,7 @@ func (h *hub) waitRoom(c *client, n, size int) bool {
 		select {
 		case <-h.room:
 		case now := <-h.stall.C:
-			if now.Sub(start) >= stallLimit && h.stuck(c, now) && h.behind(c) {
+			if now.Sub(start) >= h.cfg.stallLimit && h.stuck(c, now) && h.behind(c) {
 				return false
 			}
 			h.stall.Reset(stallTick)
@@ -309,7 +309,7 @@ func (h *hub) waitRoom(c *client, n, size int) bool {
 // stallLimit: its peer is not reading.
 func (h *hub) stuck(c *client, now time.Time) bool {
 	since := c.writingSince.Load()
-	return since != 0 && now.UnixNano()-since >= int64(stallLimit)
+	return since != 0 && now.UnixNano()-since >= int64(h.cfg.stallLimit)
 }
 
 // behind reports whether at least half of the clients other than c have room.

@@ -187,7 +187,7 @@ func TestHubEveryoneBehind(t *testing.T) {
 		h := startHub(hubConfig())
 		clients := []*fakeClient{newFakeClient(t, h, "alice"), newFakeClient(t, h, "bob"), newFakeClient(t, h, "carol")}
 		for _, fc := range clients {
-			go fc.drain(300*time.Millisecond, true) // each write blocks longer than stallLimit
+			go fc.drain(2*defaultStallLimit, true) // each write blocks longer than the stall limit
 		}
 		var want []string
 		for i := range 50 {
@@ -209,7 +209,7 @@ func TestHubEveryoneBehind(t *testing.T) {
 }
 
 // TestHubFrozenClient: a client whose write never returns holds the stream
-// for stallLimit once; then it is disconnected, or, under --slow=drop,
+// for the stall limit once; then it is disconnected, or, under --slow=drop,
 // skipped without further stalls.
 func TestHubFrozenClient(t *testing.T) {
 	for _, policy := range []slowPolicy{slowDisconnect, slowDrop} {
@@ -238,9 +238,9 @@ func TestHubFrozenClient(t *testing.T) {
 					}
 				}
 				// 200 messages take the others 200ms of writes at most; the
-				// one stall on slow adds stallLimit, and never more.
-				if elapsed < stallLimit || elapsed > stallLimit+time.Second {
-					t.Errorf("publishing took %v; want about stallLimit (%v) plus the writes", elapsed, stallLimit)
+				// one stall on slow adds the stall limit, and never more.
+				if limit := cfg.stallLimit; elapsed < limit || elapsed > limit+time.Second {
+					t.Errorf("publishing took %v; want about the stall limit (%v) plus the writes", elapsed, limit)
 				}
 				switch policy {
 				case slowDisconnect:

@@ -188,3 +188,47 @@ func memNow() memSample {
 	runtime.ReadMemStats(&ms)
 	return memSample{heap: ms.HeapAlloc, stack: ms.StackInuse}
 }
+
+// BenchmarkChurn reports what 600 connect, send, disconnect cycles leave
+// behind in the server's heap, goroutines and open connections: all three
+// should come back to where they were.
+func BenchmarkChurn(b *testing.B) {
+	const cycles = 600
+	for b.Loop() {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		s := newServer(defaultConfig(), zerolog.Nop())
+		go s.Serve(ln)
+		addr := ln.Addr().String()
+		settle := func() memSample {
+			for {
+				s.mu.Lock()
+				n := len(s.conns)
+				s.mu.Unlock()
+				if n == 0 {
+					return memNow()
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+		warm := func(n int) {
+			for i := range n {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				fmt.Fprintf(c, "cycle %d\n", i)
+				c.Close()
+			}
+		}
+		warm(50) // pools and maps reach their working size
+		before, goroutines := settle(), runtime.NumGoroutine()
+		warm(cycles)
+		after := settle()
+		b.ReportMetric(float64(int64(after.heap)-int64(before.heap)), "heap-B-growth")
+		b.ReportMetric(float64(runtime.NumGoroutine()-goroutines), "goroutines-growth")
+		s.Shutdown(context.Background())
+	}
+}

@@ -26,6 +26,8 @@ const (
 	reasonSlowClient                        // fell behind the others with a full queue, --slow=disconnect
 	reasonWriteTimeout                      // a write blocked longer than --write-timeout
 	reasonServerFull                        // over --max-clients
+	reasonDenied                            // refused by --allow or --deny
+	reasonTooManyFromIP                     // over --max-clients-per-ip
 	reasonShutdown                          // SIGINT/SIGTERM
 	numCloseReasons
 )
@@ -34,6 +36,7 @@ var reasonNames = [numCloseReasons]string{
 	reasonNone: "none", reasonEOF: "eof", reasonReadError: "read_error", reasonWriteError: "write_error",
 	reasonMessageTooLong: "message_too_long", reasonSlowClient: "slow_client",
 	reasonWriteTimeout: "write_timeout", reasonServerFull: "server_full", reasonShutdown: "shutdown",
+	reasonDenied: "denied", reasonTooManyFromIP: "too_many_from_ip",
 }
 
 func (r closeReason) String() string { return reasonNames[r] }
@@ -42,7 +45,7 @@ func (r closeReason) String() string { return reasonNames[r] }
 // caused it, debug for the normal ways a connection ends.
 func (r closeReason) level() zerolog.Level {
 	switch r {
-	case reasonMessageTooLong, reasonSlowClient, reasonWriteTimeout, reasonServerFull:
+	case reasonMessageTooLong, reasonSlowClient, reasonWriteTimeout, reasonServerFull, reasonDenied, reasonTooManyFromIP:
 		return zerolog.WarnLevel
 	}
 	return zerolog.DebugLevel

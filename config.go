@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +40,10 @@ type config struct {
 	logLevel        zerolog.Level
 	logFormat       string // auto, json or console
 	shutdownTimeout time.Duration
+
+	// Limits, applied in limits.go.
+	allow, deny     []netip.Prefix // admit from allow (empty = everyone) unless in deny
+	maxClientsPerIP int            // 0 = unlimited
 
 	// sendBuffer, when positive, sets SO_SNDBUF on accepted connections. It
 	// has no flag: tests use it so that a frozen reader fills its queue
@@ -86,6 +91,9 @@ func serveFlags() []cli.Flag {
 		str("slow", d.slow.String(), "`POLICY` for a client that falls behind the others: disconnect it, or drop messages for it alone"),
 		dur("write-timeout", d.writeTimeout, "a socket write blocked longer than this `DUR`ation disconnects the client"),
 		&cli.IntFlag{Name: "max-clients", Value: d.maxClients, Usage: "most clients at once (`N`), 0 = unlimited; past it a new client gets one notice line and is closed", EnvVars: env("max-clients")},
+		&cli.StringSliceFlag{Name: "allow", Usage: "admit clients only from this `CIDR` or address (repeatable, or comma-separated); none = everyone", EnvVars: env("allow")},
+		&cli.StringSliceFlag{Name: "deny", Usage: "refuse clients from this `CIDR` or address (repeatable, or comma-separated); wins over --allow", EnvVars: env("deny")},
+		&cli.IntFlag{Name: "max-clients-per-ip", Usage: "most clients at once from one IP address (`N`), 0 = unlimited", EnvVars: env("max-clients-per-ip")},
 		str("log-level", d.logLevel.String(), "log `LEVEL`: debug, info, warn or error"),
 		str("log-format", d.logFormat, "log `FORMAT`: auto (console on a terminal, JSON otherwise), json or console"),
 		dur("shutdown-timeout", d.shutdownTimeout, "on SIGINT/SIGTERM: stop accepting and reading, flush queues for up to this `DUR`ation, then close all"),
@@ -116,6 +124,11 @@ func configFromCLI(cCtx *cli.Context) (config, error) {
 	flagErr("slow", err)
 	cfg.writeTimeout = cCtx.Duration("write-timeout")
 	cfg.maxClients = cCtx.Int("max-clients")
+	cfg.allow, err = parsePrefixes(cCtx.StringSlice("allow"))
+	flagErr("allow", err)
+	cfg.deny, err = parsePrefixes(cCtx.StringSlice("deny"))
+	flagErr("deny", err)
+	cfg.maxClientsPerIP = cCtx.Int("max-clients-per-ip")
 	cfg.logLevel, err = parseLevel(cCtx.String("log-level"))
 	flagErr("log-level", err)
 	cfg.logFormat = cCtx.String("log-format")
@@ -143,6 +156,8 @@ func (cfg config) validate() error {
 		return fmt.Errorf("--write-timeout: %v is out of range (want more than 0)", cfg.writeTimeout)
 	case cfg.maxClients < 0:
 		return fmt.Errorf("--max-clients: %d is out of range (want 0 for unlimited, or more)", cfg.maxClients)
+	case cfg.maxClientsPerIP < 0:
+		return fmt.Errorf("--max-clients-per-ip: %d is out of range (want 0 for unlimited, or more)", cfg.maxClientsPerIP)
 	case cfg.logFormat != "auto" && cfg.logFormat != "json" && cfg.logFormat != "console":
 		return fmt.Errorf("--log-format: unknown value %q (want auto, json, console)", cfg.logFormat)
 	case cfg.shutdownTimeout < 0:

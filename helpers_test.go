@@ -144,6 +144,19 @@ func dial(t *testing.T, addr, name string) *testConn {
 	return &testConn{Conn: conn, name: name, r: bufio.NewReaderSize(conn, 64<<10)}
 }
 
+// dialFrom connects a client named name to addr from the local address ip,
+// such as 127.0.0.2 (Linux routes all of 127.0.0.0/8 to lo); Cleanup closes it.
+func dialFrom(t *testing.T, addr, name, ip string) *testConn {
+	t.Helper()
+	d := net.Dialer{Timeout: ioTimeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &testConn{Conn: conn, name: name, r: bufio.NewReaderSize(conn, 64<<10)}
+}
+
 // send writes s.
 func (c *testConn) send(t *testing.T, s string) {
 	t.Helper()

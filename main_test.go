@@ -57,6 +57,11 @@ func TestRunBadFlags(t *testing.T) {
 		{"stray argument", []string{"now"}, nil, `serve: unexpected argument "now"`},
 		{"bad env", nil, map[string]string{"ECHOHUB_FRAMING": "xml"}, `--framing: unknown value "xml"`},
 		{"bad env int", nil, map[string]string{"ECHOHUB_QUEUE": "many"}, "ECHOHUB_QUEUE"},
+		{"unparsable allow", []string{"--allow", "10.0.0.0/33"}, nil, `--allow: invalid CIDR "10.0.0.0/33"`},
+		{"unparsable deny", []string{"--deny", "127.0.0.1", "--deny", "localhost"}, nil, `--deny: invalid CIDR "localhost"`},
+		{"bad env allow", nil, map[string]string{"ECHOHUB_ALLOW": "10.0.0.0/8,10.0.0.300"}, `--allow: invalid CIDR "10.0.0.300"`},
+		{"empty env allow", nil, map[string]string{"ECHOHUB_ALLOW": ""}, "--allow: empty CIDR"},
+		{"negative max clients per ip", []string{"--max-clients-per-ip", "-2"}, nil, "--max-clients-per-ip: -2 is out of range"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {

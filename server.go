@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,8 +17,8 @@ import (
 var errServerClosed = errors.New("echohub: server closed")
 
 const (
-	// noticeTimeout bounds the write of the server-full notice, which the
-	// accept loop makes itself.
+	// noticeTimeout bounds the write of a refusal notice (server full, denied,
+	// too many from one IP), which the accept loop makes itself.
 	noticeTimeout = 100 * time.Millisecond
 	// Accept backoff on temporary errors such as EMFILE, as in net/http.
 	acceptBackoffMin = 5 * time.Millisecond
@@ -43,6 +44,7 @@ type server struct {
 	mu      sync.Mutex
 	ln      net.Listener         // set by Serve
 	conns   map[*client]struct{} // admitted connections not yet finished
+	perIP   map[netip.Addr]int   // admitted connections per remote IP, kept with --max-clients-per-ip
 	serving chan struct{}        // closed when the accept loop has returned
 }
 
@@ -55,6 +57,7 @@ func newServer(cfg config, log zerolog.Logger) *server {
 		m:       m,
 		hub:     newHub(cfg, log, m),
 		conns:   make(map[*client]struct{}),
+		perIP:   make(map[netip.Addr]int),
 		serving: make(chan struct{}),
 		quit:    make(chan struct{}),
 	}
@@ -129,24 +132,25 @@ func (s *server) acceptLoop(ln net.Listener) error {
 }
 
 // admit registers conn as a client, or refuses it with one notice line before
-// any goroutine starts for it.
+// any goroutine starts for it: when --allow, --deny or --max-clients-per-ip
+// refuse its address (see gate), or the server is over --max-clients.
 func (s *server) admit(conn net.Conn) *client {
+	ip := remoteIP(conn)
 	s.mu.Lock()
-	full := s.cfg.maxClients > 0 && len(s.conns) >= s.cfg.maxClients
+	r, notice := s.gate(ip)
+	if r == reasonNone && s.cfg.maxClients > 0 && len(s.conns) >= s.cfg.maxClients {
+		r, notice = reasonServerFull, fmt.Sprintf("echohub: server full (max %d clients); closing", s.cfg.maxClients)
+	}
 	var c *client
-	if !full {
+	if r == reasonNone {
 		c = newClient(s.nextID.Add(1), conn, s.hub, s.log)
 		s.conns[c] = struct{}{}
+		s.countIP(ip, +1)
 		s.wg.Add(1)
 	}
 	s.mu.Unlock()
-	if full {
-		s.m.closes[reasonServerFull].Add(1)
-		s.log.Warn().Str("remote", conn.RemoteAddr().String()).Str("reason", reasonServerFull.String()).
-			Int("max_clients", s.cfg.maxClients).Msg("client refused")
-		conn.SetWriteDeadline(time.Now().Add(noticeTimeout))
-		conn.Write(s.cfg.framing.encodeNotice(fmt.Sprintf("echohub: server full (max %d clients); closing", s.cfg.maxClients)))
-		conn.Close()
+	if r != reasonNone {
+		s.refuse(conn, r, notice)
 	}
 	return c
 }
@@ -170,6 +174,7 @@ func (s *server) handle(c *client) {
 	c.close(reasonShutdown) // the reason only counts if none was recorded
 	s.mu.Lock()
 	delete(s.conns, c)
+	s.countIP(remoteIP(c.conn), -1)
 	s.mu.Unlock()
 
 	r := c.closeReason()

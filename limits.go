@@ -1,0 +1,111 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// This file holds the operational limits (README, limits): who is admitted
+// (--allow, --deny, --max-clients-per-ip).
+
+// parsePrefixes reads the values of --allow or --deny: CIDRs, or plain
+// addresses, which stand for themselves (/32 or /128). IPv4-mapped IPv6
+// prefixes become IPv4 ones, since client addresses are compared unmapped.
+// An empty value is an error, not "no rule": an allow list that came out
+// empty by mistake (ECHOHUB_ALLOW= in a template) must not admit everyone.
+func parsePrefixes(values []string) ([]netip.Prefix, error) {
+	var prefixes []netip.Prefix
+	for _, v := range values {
+		v = strings.TrimSpace(v)
+		if v == "" {
+			return nil, errors.New("empty CIDR (want an address or a CIDR; leave the flag out for no rule)")
+		}
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil || a.Zone() != "" {
+				return nil, fmt.Errorf("invalid CIDR %q (want an address or a CIDR such as 10.0.0.0/8 or fd00::/8)", v)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+		}
+		prefixes = append(prefixes, p.Masked())
+	}
+	return prefixes, nil
+}
+
+// admits reports whether --allow and --deny let in a client from ip: ip is in
+// some --allow prefix, or there are none, and it is in no --deny prefix. The
+// lists are short, so a scan per accepted connection is cheap.
+func (cfg config) admits(ip netip.Addr) bool {
+	for _, p := range cfg.deny {
+		if p.Contains(ip) {
+			return false
+		}
+	}
+	if len(cfg.allow) == 0 {
+		return true
+	}
+	for _, p := range cfg.allow {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// remoteIP returns the address conn comes from, unmapped and without a zone,
+// so that it compares equal however the listener saw it. It is the zero Addr,
+// which no prefix contains, if the address is not IP.
+func remoteIP(conn net.Conn) netip.Addr {
+	var ap netip.AddrPort
+	if ta, ok := conn.RemoteAddr().(*net.TCPAddr); ok {
+		ap = ta.AddrPort()
+	} else {
+		ap, _ = netip.ParseAddrPort(conn.RemoteAddr().String())
+	}
+	return ap.Addr().Unmap().WithZone("")
+}
+
+// gate decides, under s.mu, whether a client from ip is refused by
+// --allow, --deny or --max-clients-per-ip, and returns the reason and the
+// one notice line it is sent; reasonNone admits it.
+func (s *server) gate(ip netip.Addr) (closeReason, string) {
+	switch {
+	case !s.cfg.admits(ip):
+		return reasonDenied, fmt.Sprintf("echohub: not allowed from %s; closing", ip)
+	case s.cfg.maxClientsPerIP > 0 && s.perIP[ip] >= s.cfg.maxClientsPerIP:
+		return reasonTooManyFromIP, fmt.Sprintf("echohub: too many connections from %s (max %d); closing", ip, s.cfg.maxClientsPerIP)
+	}
+	return reasonNone, ""
+}
+
+// countIP adds delta to the clients admitted from ip, under s.mu. It keeps
+// no count when --max-clients-per-ip is off.
+func (s *server) countIP(ip netip.Addr, delta int) {
+	if s.cfg.maxClientsPerIP == 0 {
+		return
+	}
+	if n := s.perIP[ip] + delta; n > 0 {
+		s.perIP[ip] = n
+	} else {
+		delete(s.perIP, ip)
+	}
+}
+
+// refuse sends conn one notice line, closes it and counts r. It runs on the
+// accept loop, before any goroutine starts for conn, so the notice write has
+// a short deadline.
+func (s *server) refuse(conn net.Conn, r closeReason, notice string) {
+	s.m.closes[r].Add(1)
+	s.log.WithLevel(r.level()).Str("remote", conn.RemoteAddr().String()).Str("reason", r.String()).Msg("client refused")
+	conn.SetWriteDeadline(time.Now().Add(noticeTimeout))
+	conn.Write(s.cfg.framing.encodeNotice(notice))
+	conn.Close()
+}

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/urfave/cli/v2"
+)
+
+func TestParsePrefixes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []string
+		want []string
+	}{
+		{"none", nil, nil},
+		{"cidrs", []string{"10.0.0.0/8", "fd00::/8"}, []string{"10.0.0.0/8", "fd00::/8"}},
+		{"plain addresses", []string{"192.0.2.7", "2001:db8::1"}, []string{"192.0.2.7/32", "2001:db8::1/128"}},
+		{"host bits cleared", []string{"10.1.2.3/8"}, []string{"10.0.0.0/8"}},
+		{"spaces from env", []string{" 10.0.0.0/8 "}, []string{"10.0.0.0/8"}},
+		{"4-in-6 prefix unmapped", []string{"::ffff:10.0.0.0/104"}, []string{"10.0.0.0/8"}},
+		{"4-in-6 address unmapped", []string{"::ffff:192.0.2.7"}, []string{"192.0.2.7/32"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parsePrefixes(tc.in)
+			if err != nil {
+				t.Fatalf("parsePrefixes(%q) = %v; want no error", tc.in, err)
+			}
+			var gotS []string
+			for _, p := range got {
+				gotS = append(gotS, p.String())
+			}
+			if diff := cmp.Diff(tc.want, gotS); diff != "" {
+				t.Errorf("parsePrefixes(%q) (-want +got):\n%s", tc.in, diff)
+			}
+		})
+	}
+	for _, bad := range []string{"nonsense", "10.0.0.0/33", "10.0.0/8", "fe80::1%eth0", "2001:db8::/129"} {
+		if _, err := parsePrefixes([]string{"10.0.0.0/8", bad}); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("invalid CIDR %q", bad)) {
+			t.Errorf("parsePrefixes(%q) = %v; want an error naming the value", bad, err)
+		}
+	}
+	// An allow list left empty by mistake must not admit everyone.
+	if _, err := parsePrefixes([]string{" "}); err == nil || !strings.Contains(err.Error(), "empty CIDR") {
+		t.Errorf(`parsePrefixes(" ") = %v; want an empty CIDR error`, err)
+	}
+}
+
+func TestConfigAdmits(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		allow, deny []string
+		admitted    []string
+		refused     []string
+	}{
+		{"everyone by default", nil, nil, []string{"127.0.0.1", "192.0.2.1", "::1"}, nil},
+		{"allow only", []string{"127.0.0.0/8"}, nil, []string{"127.0.0.1", "127.0.0.2"}, []string{"192.0.2.1", "::1"}},
+		{"deny wins over allow", []string{"127.0.0.0/8"}, []string{"127.0.0.2/32"}, []string{"127.0.0.1"}, []string{"127.0.0.2", "10.0.0.1"}},
+		{"deny only", nil, []string{"10.0.0.0/8", "2001:db8::/32"}, []string{"127.0.0.1", "::1"}, []string{"10.9.9.9", "2001:db8::5"}},
+		{"ipv6", []string{"::1"}, nil, []string{"::1"}, []string{"127.0.0.1", "::2"}},
+		{"invalid address refused by any allow", []string{"0.0.0.0/0"}, nil, nil, []string{"invalid IP"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var cfg config
+			var err error
+			if cfg.allow, err = parsePrefixes(tc.allow); err != nil {
+				t.Fatal(err)
+			}
+			if cfg.deny, err = parsePrefixes(tc.deny); err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range []bool{true, false} {
+				list := tc.admitted
+				if !want {
+					list = tc.refused
+				}
+				for _, s := range list {
+					ip, _ := netip.ParseAddr(s) // the zero Addr for "invalid IP"
+					if got := cfg.admits(ip); got != want {
+						t.Errorf("admits(%s) with --allow %q --deny %q = %v; want %v", ip, tc.allow, tc.deny, got, want)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestRemoteIPUnmapped(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::]:0")
+	if err != nil {
+		t.Skipf("no dual-stack listener: %v", err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	c, err := net.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Skipf("no IPv4 on a dual-stack listener: %v", err)
+	}
+	defer c.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	// A dual-stack listener sees ::ffff:127.0.0.1; --allow 127.0.0.1 must match it.
+	if got, want := remoteIP(sc), netip.MustParseAddr("127.0.0.1"); got != want {
+		t.Errorf("remoteIP(conn from %s) = %v; want %v", sc.RemoteAddr(), got, want)
+	}
+}
+
+// TestLimitsConfigFromEnv: ECHOHUB_ALLOW and ECHOHUB_DENY take
+// comma-separated lists.
+func TestLimitsConfigFromEnv(t *testing.T) {
+	t.Setenv("ECHOHUB_ALLOW", "127.0.0.0/8, 10.0.0.1")
+	t.Setenv("ECHOHUB_DENY", "127.0.0.2")
+	var cfg config
+	app := &cli.App{Flags: serveFlags(), Action: func(cCtx *cli.Context) (err error) {
+		cfg, err = configFromCLI(cCtx)
+		return err
+	}}
+	if err := app.Run([]string{"echohub", "--max-clients-per-ip", "3"}); err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("10.0.0.1/32")}
+	if !slices.Equal(cfg.allow, want) || !slices.Equal(cfg.deny, []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}) {
+		t.Errorf("allow, deny = %v, %v; want %v, [127.0.0.2/32]", cfg.allow, cfg.deny, want)
+	}
+	if cfg.maxClientsPerIP != 3 {
+		t.Errorf("max-clients-per-ip = %d; want 3", cfg.maxClientsPerIP)
+	}
+}
+
+// TestLimitsAllowDeny dials from 127.0.0.1 and 127.0.0.2: a refused client
+// gets one notice line and EOF, the admitted one is served.
+func TestLimitsAllowDeny(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		allow, deny []string
+	}{
+		{"deny wins over allow", []string{"127.0.0.0/8"}, []string{"127.0.0.2/32"}},
+		{"allow one address", []string{"127.0.0.1/32"}, nil},
+		{"deny one address", nil, []string{"127.0.0.2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.allow, _ = parsePrefixes(tc.allow)
+			cfg.deny, _ = parsePrefixes(tc.deny)
+			ts := startTestServer(t, cfg)
+			alice := dialFrom(t, ts.addr, "alice", "127.0.0.1")
+			ts.waitClients(t, 1)
+
+			mallory := dialFrom(t, ts.addr, "mallory", "127.0.0.2")
+			expectLine(t, mallory, "echohub: not allowed from 127.0.0.2; closing\n")
+			expectClosed(t, mallory)
+			if got := ts.closes(reasonDenied); got != 1 {
+				t.Errorf("closes{denied} = %d; want 1", got)
+			}
+			if !ts.logs.has(`"level":"warn"`, `"reason":"denied"`, `"remote":"127.0.0.2:`, `"client refused"`) {
+				t.Errorf("no warn log line for the refusal")
+			}
+			alice.send(t, "still served\n")
+			expectLine(t, alice, "still served\n")
+			ts.waitClients(t, 1)
+		})
+	}
+}
+
+// TestLimitsPerIP: with --max-clients-per-ip 2 the third client from
+// 127.0.0.1 is refused while 127.0.0.2 still gets in, and a freed slot can
+// be taken again.
+func TestLimitsPerIP(t *testing.T) {
+	cfg := testConfig()
+	cfg.maxClientsPerIP = 2
+	ts := startTestServer(t, cfg)
+	alice, bob := dialFrom(t, ts.addr, "alice", "127.0.0.1"), dialFrom(t, ts.addr, "bob", "127.0.0.1")
+	ts.waitClients(t, 2)
+
+	carol := dialFrom(t, ts.addr, "carol", "127.0.0.1")
+	expectLine(t, carol, "echohub: too many connections from 127.0.0.1 (max 2); closing\n")
+	expectClosed(t, carol)
+	dave := dialFrom(t, ts.addr, "dave", "127.0.0.2")
+	ts.waitClients(t, 3)
+	if got := ts.closes(reasonTooManyFromIP); got != 1 {
+		t.Errorf("closes{too_many_from_ip} = %d; want 1", got)
+	}
+
+	bob.Close()
+	waitFor(t, 5*time.Second, func() error {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		if n := ts.perIP[netip.MustParseAddr("127.0.0.1")]; n != 1 {
+			return fmt.Errorf("connections from 127.0.0.1 = %d; want 1", n)
+		}
+		return nil
+	})
+	erin := dialFrom(t, ts.addr, "erin", "127.0.0.1")
+	ts.waitClients(t, 3)
+	dave.send(t, "welcome erin\n")
+	for _, c := range []*testConn{alice, dave, erin} {
+		expectLine(t, c, "welcome erin\n")
+	}
+	if got := ts.closes(reasonTooManyFromIP); got != 1 {
+		t.Errorf("closes{too_many_from_ip} = %d; want still 1", got)
+	}
+	alice.Close()
+	dave.Close()
+	erin.Close()
+	waitFor(t, 5*time.Second, func() error {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		if len(ts.perIP) != 0 {
+			return fmt.Errorf("per-IP counts = %v; want none once everyone left", ts.perIP)
+		}
+		return nil
+	})
+}

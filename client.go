@@ -75,6 +75,7 @@ type client struct {
 	connectedAt time.Time      //
 	send        chan *batch    // outbound queue; closed only by the hub
 	writerDone  chan struct{}  // closed when writeLoop returns
+	ingress     *ingress       // --rate: slows readLoop; nil when unlimited (limits.go)
 
 	// Owned by the hub goroutine (hub.run).
 	index    int  // position in hub.clients; -1 when not registered
@@ -108,6 +109,7 @@ func newClient(id uint64, conn net.Conn, h *hub, log zerolog.Logger) *client {
 		connectedAt: time.Now(),
 		send:        make(chan *batch, sendBatches),
 		writerDone:  make(chan struct{}),
+		ingress:     newIngress(h.cfg),
 		index:       -1,
 	}
 }
@@ -124,14 +126,17 @@ func (c *client) closeReason() closeReason { return closeReason(c.reason.Load())
 // read or write fails at once. It is safe to call more than once.
 func (c *client) close(r closeReason) {
 	c.setReason(r)
-	c.closeOnce.Do(func() { c.conn.Close() })
+	c.closeOnce.Do(func() {
+		c.ingress.stop()
+		c.conn.Close()
+	})
 }
 
 // readLoop reads messages and hands them to the hub until the connection
 // ends. It returns why it stopped.
 func (c *client) readLoop() closeReason {
 	h := c.hub
-	f := newFramer(c.conn, h.cfg.framing, h.cfg.maxMessage, h.maxBatchMsgs)
+	f := newFramer(c.conn, h.cfg.framing, h.cfg.maxMessage, c.ingress.maxBatch(h.maxBatchMsgs))
 	for {
 		data, n, err := f.next()
 		if err != nil {
@@ -141,6 +146,9 @@ func (c *client) readLoop() closeReason {
 		c.bytesIn.Add(uint64(len(data)))
 		h.m.messagesReceived.Add(uint64(n))
 		h.m.bytesReceived.Add(uint64(len(data)))
+		if c.ingress != nil {
+			c.throttle(n) // --rate: TCP pushes back on this client alone (README)
+		}
 		// This blocks while the hub is stalled on full queues: the reader
 		// stops reading and TCP pushes back on the publisher (README).
 		select {

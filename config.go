@@ -44,6 +44,8 @@ type config struct {
 	// Limits, applied in limits.go.
 	allow, deny     []netip.Prefix // admit from allow (empty = everyone) unless in deny
 	maxClientsPerIP int            // 0 = unlimited
+	rate            float64        // messages per second per client, 0 = unlimited
+	burst           int            // with rate: messages a client may send at once, 0 = one second's worth
 
 	// sendBuffer, when positive, sets SO_SNDBUF on accepted connections. It
 	// has no flag: tests use it so that a frozen reader fills its queue
@@ -94,6 +96,8 @@ func serveFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "allow", Usage: "admit clients only from this `CIDR` or address (repeatable, or comma-separated); none = everyone", EnvVars: env("allow")},
 		&cli.StringSliceFlag{Name: "deny", Usage: "refuse clients from this `CIDR` or address (repeatable, or comma-separated); wins over --allow", EnvVars: env("deny")},
 		&cli.IntFlag{Name: "max-clients-per-ip", Usage: "most clients at once from one IP address (`N`), 0 = unlimited", EnvVars: env("max-clients-per-ip")},
+		&cli.Float64Flag{Name: "rate", Usage: "per-client ingress limit in `MSGS_PER_S`, 0 = unlimited; a client over it is slowed, not dropped", EnvVars: env("rate")},
+		&cli.IntFlag{Name: "burst", Usage: "with --rate: messages (`N`) a client may send at once; 0 = one second's worth", EnvVars: env("burst")},
 		str("log-level", d.logLevel.String(), "log `LEVEL`: debug, info, warn or error"),
 		str("log-format", d.logFormat, "log `FORMAT`: auto (console on a terminal, JSON otherwise), json or console"),
 		dur("shutdown-timeout", d.shutdownTimeout, "on SIGINT/SIGTERM: stop accepting and reading, flush queues for up to this `DUR`ation, then close all"),
@@ -129,6 +133,7 @@ func configFromCLI(cCtx *cli.Context) (config, error) {
 	cfg.deny, err = parsePrefixes(cCtx.StringSlice("deny"))
 	flagErr("deny", err)
 	cfg.maxClientsPerIP = cCtx.Int("max-clients-per-ip")
+	cfg.rate, cfg.burst = cCtx.Float64("rate"), cCtx.Int("burst")
 	cfg.logLevel, err = parseLevel(cCtx.String("log-level"))
 	flagErr("log-level", err)
 	cfg.logFormat = cCtx.String("log-format")
@@ -158,6 +163,10 @@ func (cfg config) validate() error {
 		return fmt.Errorf("--max-clients: %d is out of range (want 0 for unlimited, or more)", cfg.maxClients)
 	case cfg.maxClientsPerIP < 0:
 		return fmt.Errorf("--max-clients-per-ip: %d is out of range (want 0 for unlimited, or more)", cfg.maxClientsPerIP)
+	case cfg.rate < 0 || math.IsNaN(cfg.rate) || math.IsInf(cfg.rate, 0):
+		return fmt.Errorf("--rate: %v is out of range (want 0 for unlimited, or more)", cfg.rate)
+	case cfg.burst < 0:
+		return fmt.Errorf("--burst: %d is out of range (want 0 for one second's worth, or more)", cfg.burst)
 	case cfg.logFormat != "auto" && cfg.logFormat != "json" && cfg.logFormat != "console":
 		return fmt.Errorf("--log-format: unknown value %q (want auto, json, console)", cfg.logFormat)
 	case cfg.shutdownTimeout < 0:

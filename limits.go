@@ -3,14 +3,18 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"strings"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // This file holds the operational limits (README, limits): who is admitted
-// (--allow, --deny, --max-clients-per-ip).
+// (--allow, --deny, --max-clients-per-ip) and how fast one client may
+// publish (--rate, --burst).
 
 // parsePrefixes reads the values of --allow or --deny: CIDRs, or plain
 // addresses, which stand for themselves (/32 or /128). IPv4-mapped IPv6
@@ -108,4 +112,87 @@ func (s *server) refuse(conn net.Conn, r closeReason, notice string) {
 	conn.SetWriteDeadline(time.Now().Add(noticeTimeout))
 	conn.Write(s.cfg.framing.encodeNotice(notice))
 	conn.Close()
+}
+
+// An ingress slows one client's reader to --rate messages per second, with
+// bursts of up to --burst (README, fair ingress). The reader waits for
+// tokens before it hands messages to the hub, and reads nothing meanwhile,
+// so TCP pushes back on that client alone: the hub never waits on a limiter.
+// A client has none when --rate is 0.
+type ingress struct {
+	// Immutable after newIngress.
+	limiter *rate.Limiter //
+	burst   int           // limiter's burst: the most messages one wait may cover
+	closed  chan struct{} // closed by stop, when the client closes
+
+	// Owned by the client's readLoop.
+	timer *time.Timer // reused between waits; nil until the first
+}
+
+// newIngress returns the ingress limit of one client under cfg, or nil if
+// --rate is 0. A --burst of 0 means one second's worth, at least 1.
+func newIngress(cfg config) *ingress {
+	if cfg.rate == 0 {
+		return nil
+	}
+	burst := cfg.burst
+	if burst == 0 {
+		burst = max(1, int(math.Ceil(cfg.rate)))
+	}
+	return &ingress{
+		limiter: rate.NewLimiter(rate.Limit(cfg.rate), burst),
+		burst:   burst,
+		closed:  make(chan struct{}),
+	}
+}
+
+// maxBatch returns how many messages the reader may hand the hub at once: at
+// most a burst, so that one wait covers one handover and a throttled client's
+// messages flow at the rate rather than in lumps.
+func (in *ingress) maxBatch(n int) int {
+	if in == nil {
+		return n
+	}
+	return min(n, in.burst)
+}
+
+// stop ends any wait in progress for good: the client is closing. It is
+// called once, from client.close.
+func (in *ingress) stop() {
+	if in != nil {
+		close(in.closed)
+	}
+}
+
+// throttle waits until c may hand the hub n more messages under --rate,
+// counting them as rate limited if it had to wait. The wait ends early when
+// c closes or the server shuts down; the messages are then handed over at
+// once, as every message read before shutdown is delivered (README), and the
+// next read fails. It runs on c's readLoop, and only if c.ingress is set.
+func (c *client) throttle(n int) {
+	in := c.ingress
+	for n > 0 {
+		k := min(n, in.burst)
+		n -= k
+		now := time.Now()
+		d := in.limiter.ReserveN(now, k).DelayFrom(now)
+		if d <= 0 {
+			continue
+		}
+		c.hub.m.rateLimited.Add(uint64(k))
+		if in.timer == nil {
+			in.timer = time.NewTimer(d)
+		} else {
+			in.timer.Reset(d)
+		}
+		select {
+		case <-in.timer.C:
+		case <-in.closed:
+			in.timer.Stop()
+			return
+		case <-c.hub.stop:
+			in.timer.Stop()
+			return
+		}
+	}
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -10,7 +12,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
+	"go.uber.org/goleak"
 )
 
 func TestParsePrefixes(t *testing.T) {
@@ -115,10 +119,11 @@ func TestRemoteIPUnmapped(t *testing.T) {
 }
 
 // TestLimitsConfigFromEnv: ECHOHUB_ALLOW and ECHOHUB_DENY take
-// comma-separated lists.
+// comma-separated lists, and a --burst of 0 stays 0 (one second's worth).
 func TestLimitsConfigFromEnv(t *testing.T) {
 	t.Setenv("ECHOHUB_ALLOW", "127.0.0.0/8, 10.0.0.1")
 	t.Setenv("ECHOHUB_DENY", "127.0.0.2")
+	t.Setenv("ECHOHUB_RATE", "2.5")
 	var cfg config
 	app := &cli.App{Flags: serveFlags(), Action: func(cCtx *cli.Context) (err error) {
 		cfg, err = configFromCLI(cCtx)
@@ -131,8 +136,15 @@ func TestLimitsConfigFromEnv(t *testing.T) {
 	if !slices.Equal(cfg.allow, want) || !slices.Equal(cfg.deny, []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}) {
 		t.Errorf("allow, deny = %v, %v; want %v, [127.0.0.2/32]", cfg.allow, cfg.deny, want)
 	}
-	if cfg.maxClientsPerIP != 3 {
-		t.Errorf("max-clients-per-ip = %d; want 3", cfg.maxClientsPerIP)
+	if cfg.maxClientsPerIP != 3 || cfg.rate != 2.5 || cfg.burst != 0 {
+		t.Errorf("max-clients-per-ip, rate, burst = %d, %v, %d; want 3, 2.5, 0",
+			cfg.maxClientsPerIP, cfg.rate, cfg.burst)
+	}
+	if in := newIngress(cfg); in == nil || in.burst != 3 {
+		t.Errorf("newIngress(rate 2.5, burst 0) = %+v; want a burst of 3, one second's worth", in)
+	}
+	if in := newIngress(defaultConfig()); in != nil {
+		t.Errorf("newIngress(rate 0) = %+v; want nil, no limiter", in)
 	}
 }
 
@@ -219,4 +231,151 @@ func TestLimitsPerIP(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestLimitsRate: a flooder over --rate is slowed to about the rate, not
+// disconnected, while another client's line goes through at once.
+func TestLimitsRate(t *testing.T) {
+	cfg := testConfig()
+	cfg.rate, cfg.burst = 50, 5
+	ts := startTestServer(t, cfg)
+	flood, bob, alice := dial(t, ts.addr, "flood"), dial(t, ts.addr, "bob"), dial(t, ts.addr, "alice")
+	ts.waitClients(t, 3)
+
+	const n, size = 200, 64
+	publishLines(t, flood, n, size) // 13 KB: the socket buffers take it all
+	expectLine(t, alice, line("flood", 0, size))
+	start := time.Now()
+
+	// bob speaks while flood is throttled: his line is not queued behind
+	// flood's backlog, which waits in flood's own socket.
+	time.Sleep(200 * time.Millisecond)
+	bob.send(t, "bob is heard\n")
+	sent := time.Now()
+	got := 1 // flood's lines alice has read
+	for {
+		l := alice.readLine(t)
+		if l == "bob is heard\n" {
+			break
+		}
+		if want := line("flood", got, size); l != want {
+			t.Fatalf("alice: read %q; want %q", l, want)
+		}
+		got++
+	}
+	if d := time.Since(sent); d > time.Second {
+		t.Errorf("bob's line took %v to reach alice; want well under 1s", d)
+	}
+
+	// After a second, no more than the burst and about a second's worth.
+	time.Sleep(time.Until(start.Add(time.Second)))
+	elapsed := time.Since(start)
+	for {
+		alice.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		l, err := alice.r.ReadString('\n')
+		if err != nil {
+			break
+		}
+		if want := line("flood", got, size); l != want {
+			t.Fatalf("alice: read %q; want %q", l, want)
+		}
+		got++
+	}
+	limit := cfg.burst + int(cfg.rate*1.5*elapsed.Seconds())
+	t.Logf("flood: %d of %d lines delivered after %v at --rate %v --burst %d", got, n, elapsed.Round(time.Millisecond), cfg.rate, cfg.burst)
+	if got > limit || got >= n {
+		t.Errorf("flood: %d lines delivered after %v; want at most %d, the burst and 1.5 times the rate", got, elapsed, limit)
+	}
+	if got < 10 {
+		t.Errorf("flood: %d lines delivered after %v; want it slowed, not stopped", got, elapsed)
+	}
+	if ts.m.rateLimited.Load() == 0 {
+		t.Errorf("rate limited = 0; want flood's delayed messages counted")
+	}
+	var closes uint64
+	for r := range numCloseReasons {
+		closes += ts.closes(r)
+	}
+	if closes != 0 || ts.m.clients.Load() != 3 {
+		t.Errorf("closes = %d, clients = %d; want 0 and 3: nobody is disconnected", closes, ts.m.clients.Load())
+	}
+}
+
+// TestLimitsRateClose: closing a client whose reader waits for tokens ends
+// the wait at once, not when the tokens come.
+func TestLimitsRateClose(t *testing.T) {
+	cfg := testConfig()
+	cfg.rate, cfg.burst = 0.1, 1 // a wait of 10s per message
+	cfg.excludeSender = true     // so flood reads nothing before its EOF
+	ts := startTestServer(t, cfg)
+	flood, alice := dial(t, ts.addr, "flood"), dial(t, ts.addr, "alice")
+	ts.waitClients(t, 2)
+	flood.send(t, "one\ntwo\n")
+	expectLine(t, alice, "one\n")
+	waitFor(t, 5*time.Second, func() error {
+		if ts.m.rateLimited.Load() == 0 {
+			return errors.New("flood's reader is not waiting yet")
+		}
+		return nil
+	})
+
+	start := time.Now()
+	ts.serverSide(t, flood).close(reasonSlowClient)
+	ts.waitClients(t, 1)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("closing a throttled client took %v; want well under its 10s wait", d)
+	}
+	expectClosed(t, flood)
+	waitFor(t, 5*time.Second, func() error {
+		if got := ts.closes(reasonSlowClient); got != 1 {
+			return fmt.Errorf("closes{slow_client} = %d; want 1", got)
+		}
+		return nil
+	})
+}
+
+// TestLimitsRateShutdown: shutdown while a reader waits for tokens finishes
+// promptly, and the messages that reader had read are still delivered.
+func TestLimitsRateShutdown(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	cfg := testConfig()
+	cfg.rate, cfg.burst = 0.5, 1 // a wait of 2s per message
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newServer(cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel))
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	ts := asTestServer(s)
+	flood, alice := dial(t, ln.Addr().String(), "flood"), dial(t, ln.Addr().String(), "alice")
+	ts.waitClients(t, 2)
+	flood.send(t, "one\ntwo\nthree\n")
+	expectLine(t, alice, "one\n")
+	waitFor(t, 5*time.Second, func() error {
+		if s.m.rateLimited.Load() == 0 {
+			return errors.New("flood's reader is not waiting yet")
+		}
+		return nil
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown() = %v; want nil", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Shutdown took %v; want well under the 2s a token takes", d)
+	}
+	if err := <-served; !errors.Is(err, errServerClosed) {
+		t.Errorf("Serve() = %v; want errServerClosed", err)
+	}
+	// Every line the server read reaches alice, then EOF.
+	for i := uint64(1); i < s.m.messagesReceived.Load(); i++ {
+		alice.readLine(t)
+	}
+	expectClosed(t, alice)
+	flood.Close()
+	alice.Close()
 }

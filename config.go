@@ -46,6 +46,7 @@ type config struct {
 	maxClientsPerIP int            // 0 = unlimited
 	rate            float64        // messages per second per client, 0 = unlimited
 	burst           int            // with rate: messages a client may send at once, 0 = one second's worth
+	keepalive       time.Duration  // TCP keepalive idle time and probe interval, 0 = off
 
 	// sendBuffer, when positive, sets SO_SNDBUF on accepted connections. It
 	// has no flag: tests use it so that a frozen reader fills its queue
@@ -64,6 +65,7 @@ func defaultConfig() config {
 		slow:            slowDisconnect,
 		writeTimeout:    10 * time.Second,
 		maxClients:      10000,
+		keepalive:       30 * time.Second,
 		logLevel:        zerolog.InfoLevel,
 		logFormat:       "auto",
 		shutdownTimeout: 5 * time.Second,
@@ -98,6 +100,7 @@ func serveFlags() []cli.Flag {
 		&cli.IntFlag{Name: "max-clients-per-ip", Usage: "most clients at once from one IP address (`N`), 0 = unlimited", EnvVars: env("max-clients-per-ip")},
 		&cli.Float64Flag{Name: "rate", Usage: "per-client ingress limit in `MSGS_PER_S`, 0 = unlimited; a client over it is slowed, not dropped", EnvVars: env("rate")},
 		&cli.IntFlag{Name: "burst", Usage: "with --rate: messages (`N`) a client may send at once; 0 = one second's worth", EnvVars: env("burst")},
+		dur("keepalive", d.keepalive, "TCP keepalive: probe an idle connection after this `DUR`ation and as often after; 3 unanswered probes close it; 0 = off"),
 		str("log-level", d.logLevel.String(), "log `LEVEL`: debug, info, warn or error"),
 		str("log-format", d.logFormat, "log `FORMAT`: auto (console on a terminal, JSON otherwise), json or console"),
 		dur("shutdown-timeout", d.shutdownTimeout, "on SIGINT/SIGTERM: stop accepting and reading, flush queues for up to this `DUR`ation, then close all"),
@@ -134,6 +137,7 @@ func configFromCLI(cCtx *cli.Context) (config, error) {
 	flagErr("deny", err)
 	cfg.maxClientsPerIP = cCtx.Int("max-clients-per-ip")
 	cfg.rate, cfg.burst = cCtx.Float64("rate"), cCtx.Int("burst")
+	cfg.keepalive = cCtx.Duration("keepalive")
 	cfg.logLevel, err = parseLevel(cCtx.String("log-level"))
 	flagErr("log-level", err)
 	cfg.logFormat = cCtx.String("log-format")
@@ -167,6 +171,8 @@ func (cfg config) validate() error {
 		return fmt.Errorf("--rate: %v is out of range (want 0 for unlimited, or more)", cfg.rate)
 	case cfg.burst < 0:
 		return fmt.Errorf("--burst: %d is out of range (want 0 for one second's worth, or more)", cfg.burst)
+	case cfg.keepalive < 0:
+		return fmt.Errorf("--keepalive: %v is out of range (want 0 for off, or more)", cfg.keepalive)
 	case cfg.logFormat != "auto" && cfg.logFormat != "json" && cfg.logFormat != "console":
 		return fmt.Errorf("--log-format: unknown value %q (want auto, json, console)", cfg.logFormat)
 	case cfg.shutdownTimeout < 0:

@@ -13,8 +13,8 @@ import (
 )
 
 // This file holds the operational limits (README, limits): who is admitted
-// (--allow, --deny, --max-clients-per-ip) and how fast one client may
-// publish (--rate, --burst).
+// (--allow, --deny, --max-clients-per-ip), how fast one client may publish
+// (--rate, --burst), and how dead peers are found (--keepalive).
 
 // parsePrefixes reads the values of --allow or --deny: CIDRs, or plain
 // addresses, which stand for themselves (/32 or /128). IPv4-mapped IPv6
@@ -195,4 +195,20 @@ func (c *client) throttle(n int) {
 			return
 		}
 	}
+}
+
+// setKeepAlive applies --keepalive to an accepted connection: probes start
+// after the connection has been idle for d and repeat every d, and the
+// kernel closes it after 3 unanswered ones, so a vanished peer frees its slot
+// in about 4*d. With d = 0 keepalive is turned off (Go turns it on for
+// accepted connections by default).
+func setKeepAlive(conn net.Conn, d time.Duration) error {
+	if nc, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		conn = nc.NetConn() // a *tls.Conn: set it on the TCP connection
+	}
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	return tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: d > 0, Idle: d, Interval: d, Count: 3})
 }

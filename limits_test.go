@@ -124,6 +124,7 @@ func TestLimitsConfigFromEnv(t *testing.T) {
 	t.Setenv("ECHOHUB_ALLOW", "127.0.0.0/8, 10.0.0.1")
 	t.Setenv("ECHOHUB_DENY", "127.0.0.2")
 	t.Setenv("ECHOHUB_RATE", "2.5")
+	t.Setenv("ECHOHUB_KEEPALIVE", "0s")
 	var cfg config
 	app := &cli.App{Flags: serveFlags(), Action: func(cCtx *cli.Context) (err error) {
 		cfg, err = configFromCLI(cCtx)
@@ -136,9 +137,9 @@ func TestLimitsConfigFromEnv(t *testing.T) {
 	if !slices.Equal(cfg.allow, want) || !slices.Equal(cfg.deny, []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}) {
 		t.Errorf("allow, deny = %v, %v; want %v, [127.0.0.2/32]", cfg.allow, cfg.deny, want)
 	}
-	if cfg.maxClientsPerIP != 3 || cfg.rate != 2.5 || cfg.burst != 0 {
-		t.Errorf("max-clients-per-ip, rate, burst = %d, %v, %d; want 3, 2.5, 0",
-			cfg.maxClientsPerIP, cfg.rate, cfg.burst)
+	if cfg.maxClientsPerIP != 3 || cfg.rate != 2.5 || cfg.burst != 0 || cfg.keepalive != 0 {
+		t.Errorf("max-clients-per-ip, rate, burst, keepalive = %d, %v, %d, %v; want 3, 2.5, 0, 0s",
+			cfg.maxClientsPerIP, cfg.rate, cfg.burst, cfg.keepalive)
 	}
 	if in := newIngress(cfg); in == nil || in.burst != 3 {
 		t.Errorf("newIngress(rate 2.5, burst 0) = %+v; want a burst of 3, one second's worth", in)

@@ -66,6 +66,7 @@ func TestRunBadFlags(t *testing.T) {
 		{"nan rate", []string{"--rate", "NaN"}, nil, "--rate: NaN is out of range"},
 		{"unparsable rate", []string{"--rate", "fast"}, nil, "rate"},
 		{"negative burst", []string{"--burst", "-1"}, nil, "--burst: -1 is out of range"},
+		{"negative keepalive", []string{"--keepalive", "-1s"}, nil, "--keepalive: -1s is out of range"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {

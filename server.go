@@ -125,6 +125,9 @@ func (s *server) acceptLoop(ln net.Listener) error {
 		if tc, ok := conn.(*net.TCPConn); ok && s.cfg.sendBuffer > 0 {
 			tc.SetWriteBuffer(s.cfg.sendBuffer)
 		}
+		if err := setKeepAlive(conn, s.cfg.keepalive); err != nil {
+			s.log.Debug().Err(err).Str("remote", conn.RemoteAddr().String()).Msg("keepalive not set")
+		}
 		if c := s.admit(conn); c != nil {
 			go s.handle(c)
 		}

@@ -39,7 +39,7 @@ func testConfig() config {
 // startTestServer runs a server for cfg on 127.0.0.1:0. Its logs go to the
 // test log and to ts.logs. Cleanup shuts it down within 5s and checks that
 // Serve returned errServerClosed.
-func startTestServer(t *testing.T, cfg config) *testServer {
+func startTestServer(t testing.TB, cfg config) *testServer {
 	t.Helper()
 	if err := cfg.validate(); err != nil {
 		t.Fatalf("config: %v", err)
@@ -67,7 +67,7 @@ func startTestServer(t *testing.T, cfg config) *testServer {
 }
 
 // waitClients waits until n clients are registered with the hub.
-func (ts *testServer) waitClients(t *testing.T, n int) {
+func (ts *testServer) waitClients(t testing.TB, n int) {
 	t.Helper()
 	waitFor(t, 5*time.Second, func() error {
 		if got := ts.m.clients.Load(); got != int64(n) {
@@ -222,7 +222,7 @@ func isReset(err error) bool {
 
 // waitFor calls f until it returns nil, and fails the test with f's last
 // error if that takes longer than timeout.
-func waitFor(t *testing.T, timeout time.Duration, f func() error) {
+func waitFor(t testing.TB, timeout time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {

@@ -380,3 +380,28 @@ func TestLimitsRateShutdown(t *testing.T) {
 	flood.Close()
 	alice.Close()
 }
+
+// TestLimitsFairness: one client floods as fast as it can while nine send
+// 100 msg/s each; under --rate the nine's messages still reach every reader
+// promptly. The bound is generous (-race, a busy 2-core machine);
+// BenchmarkFairness measures the real p99, and the hub alone (no --rate),
+// whose latency is the flood's backlog in buffers and queues (README).
+func TestLimitsFairness(t *testing.T) {
+	cfg := fairnessConfig()
+	cfg.rate = 1000 // ten times the nine's rate
+	rig := startFairness(t, cfg)
+	tick := time.NewTicker(fairnessTick)
+	defer tick.Stop()
+	for range 100 { // a second of 100 msg/s
+		<-tick.C
+		rig.round(t)
+	}
+	res := rig.finish(t)
+	t.Logf("--rate %v: %s", cfg.rate, res)
+	if res.p99 > 500*time.Millisecond {
+		t.Errorf("p99 latency of the nine = %v; want under 500ms (50ms without -race)", res.p99)
+	}
+	if res.closes != 0 {
+		t.Errorf("closes = %d; want 0: nobody is disconnected", res.closes)
+	}
+}

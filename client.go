@@ -26,6 +26,8 @@ const (
 	reasonSlowClient                        // fell behind the others with a full queue, --slow=disconnect
 	reasonWriteTimeout                      // a write blocked longer than --write-timeout
 	reasonServerFull                        // over --max-clients
+	reasonDenied                            // refused by --allow or --deny
+	reasonTooManyFromIP                     // over --max-clients-per-ip
 	reasonShutdown                          // SIGINT/SIGTERM
 	reasonTLSHandshake                      // TLS handshake failed or took over --handshake-timeout; logged at debug
 	numCloseReasons
@@ -35,7 +37,7 @@ var reasonNames = [numCloseReasons]string{
 	reasonNone: "none", reasonEOF: "eof", reasonReadError: "read_error", reasonWriteError: "write_error",
 	reasonMessageTooLong: "message_too_long", reasonSlowClient: "slow_client",
 	reasonWriteTimeout: "write_timeout", reasonServerFull: "server_full", reasonShutdown: "shutdown",
-	reasonTLSHandshake: "tls_handshake",
+	reasonTLSHandshake: "tls_handshake", reasonDenied: "denied", reasonTooManyFromIP: "too_many_from_ip",
 }
 
 func (r closeReason) String() string { return reasonNames[r] }
@@ -45,7 +47,7 @@ func (r closeReason) String() string { return reasonNames[r] }
 // handshake is debug too: TCP health checks and scanners cause them all day.
 func (r closeReason) level() zerolog.Level {
 	switch r {
-	case reasonMessageTooLong, reasonSlowClient, reasonWriteTimeout, reasonServerFull:
+	case reasonMessageTooLong, reasonSlowClient, reasonWriteTimeout, reasonServerFull, reasonDenied, reasonTooManyFromIP:
 		return zerolog.WarnLevel
 	}
 	return zerolog.DebugLevel
@@ -75,6 +77,7 @@ type client struct {
 	connectedAt time.Time      //
 	send        chan *batch    // outbound queue; closed only by the hub
 	writerDone  chan struct{}  // closed when writeLoop returns
+	ingress     *ingress       // --rate: slows readLoop; nil when unlimited (limits.go)
 
 	// Owned by the hub goroutine (hub.run).
 	index    int  // position in hub.clients; -1 when not registered
@@ -108,6 +111,7 @@ func newClient(id uint64, conn net.Conn, h *hub, log zerolog.Logger) *client {
 		connectedAt: time.Now(),
 		send:        make(chan *batch, sendBatches),
 		writerDone:  make(chan struct{}),
+		ingress:     newIngress(h.cfg),
 		index:       -1,
 	}
 }
@@ -124,14 +128,17 @@ func (c *client) closeReason() closeReason { return closeReason(c.reason.Load())
 // read or write fails at once. It is safe to call more than once.
 func (c *client) close(r closeReason) {
 	c.setReason(r)
-	c.closeOnce.Do(func() { c.conn.Close() })
+	c.closeOnce.Do(func() {
+		c.ingress.stop()
+		c.conn.Close()
+	})
 }
 
 // readLoop reads messages and hands them to the hub until the connection
 // ends. It returns why it stopped.
 func (c *client) readLoop() closeReason {
 	h := c.hub
-	f := newFramer(c.conn, h.cfg.framing, h.cfg.maxMessage, h.maxBatchMsgs)
+	f := newFramer(c.conn, h.cfg.framing, h.cfg.maxMessage, c.ingress.maxBatch(h.maxBatchMsgs))
 	for {
 		data, n, err := f.next()
 		if err != nil {
@@ -141,6 +148,9 @@ func (c *client) readLoop() closeReason {
 		c.bytesIn.Add(uint64(len(data)))
 		h.m.messagesReceived.Add(uint64(n))
 		h.m.bytesReceived.Add(uint64(len(data)))
+		if c.ingress != nil {
+			c.throttle(n) // --rate: TCP pushes back on this client alone (README)
+		}
 		// This blocks while the hub is stalled on full queues: the reader
 		// stops reading and TCP pushes back on the publisher (README).
 		select {

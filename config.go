@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -45,6 +46,13 @@ type config struct {
 	handshakeTimeout time.Duration // bound on a TLS handshake
 	tls              *certStore    // read from the files by configFromCLI, nil without TLS; copies share it
 
+	// Limits, applied in limits.go.
+	allow, deny     []netip.Prefix // admit from allow (empty = everyone) unless in deny
+	maxClientsPerIP int            // 0 = unlimited
+	rate            float64        // messages per second per client, 0 = unlimited
+	burst           int            // with rate: messages a client may send at once, 0 = one second's worth
+	keepalive       time.Duration  // TCP keepalive idle time and probe interval, 0 = off
+
 	// These have no flag. sendBuffer, when positive, sets SO_SNDBUF on
 	// accepted connections, so that in tests a frozen reader fills its queue
 	// after kilobytes rather than after the kernel's megabytes. stallLimit is
@@ -65,11 +73,13 @@ func defaultConfig() config {
 		slow:            slowDisconnect,
 		writeTimeout:    10 * time.Second,
 		maxClients:      10000,
+		keepalive:       30 * time.Second,
 		logLevel:        zerolog.InfoLevel,
 		logFormat:       "auto",
 		shutdownTimeout: 5 * time.Second,
 
 		handshakeTimeout: 5 * time.Second,
+		stallLimit:       defaultStallLimit,
 	}
 }
 
@@ -96,6 +106,12 @@ func serveFlags() []cli.Flag {
 		str("slow", d.slow.String(), "`POLICY` for a client that falls behind the others: disconnect it, or drop messages for it alone"),
 		dur("write-timeout", d.writeTimeout, "a socket write blocked longer than this `DUR`ation disconnects the client"),
 		&cli.IntFlag{Name: "max-clients", Value: d.maxClients, Usage: "most clients at once (`N`), 0 = unlimited; past it a new client gets one notice line and is closed", EnvVars: env("max-clients")},
+		&cli.StringSliceFlag{Name: "allow", Usage: "admit clients only from this `CIDR` or address (repeatable, or comma-separated); none = everyone", EnvVars: env("allow")},
+		&cli.StringSliceFlag{Name: "deny", Usage: "refuse clients from this `CIDR` or address (repeatable, or comma-separated); wins over --allow", EnvVars: env("deny")},
+		&cli.IntFlag{Name: "max-clients-per-ip", Usage: "most clients at once from one IP address (`N`), 0 = unlimited", EnvVars: env("max-clients-per-ip")},
+		&cli.Float64Flag{Name: "rate", Usage: "per-client ingress limit in `MSGS_PER_S`, 0 = unlimited; a client over it is slowed, not dropped", EnvVars: env("rate")},
+		&cli.IntFlag{Name: "burst", Usage: "with --rate: messages (`N`) a client may send at once; 0 = one second's worth", EnvVars: env("burst")},
+		dur("keepalive", d.keepalive, "TCP keepalive: probe an idle connection after this `DUR`ation and as often after; 3 unanswered probes close it; 0 = off"),
 		str("log-level", d.logLevel.String(), "log `LEVEL`: debug, info, warn or error"),
 		str("log-format", d.logFormat, "log `FORMAT`: auto (console on a terminal, JSON otherwise), json or console"),
 		dur("shutdown-timeout", d.shutdownTimeout, "on SIGINT/SIGTERM: stop accepting and reading, flush queues for up to this `DUR`ation, then close all"),
@@ -130,6 +146,13 @@ func configFromCLI(cCtx *cli.Context) (config, error) {
 	flagErr("slow", err)
 	cfg.writeTimeout = cCtx.Duration("write-timeout")
 	cfg.maxClients = cCtx.Int("max-clients")
+	cfg.allow, err = parsePrefixes(cCtx.StringSlice("allow"))
+	flagErr("allow", err)
+	cfg.deny, err = parsePrefixes(cCtx.StringSlice("deny"))
+	flagErr("deny", err)
+	cfg.maxClientsPerIP = cCtx.Int("max-clients-per-ip")
+	cfg.rate, cfg.burst = cCtx.Float64("rate"), cCtx.Int("burst")
+	cfg.keepalive = cCtx.Duration("keepalive")
 	cfg.logLevel, err = parseLevel(cCtx.String("log-level"))
 	flagErr("log-level", err)
 	cfg.logFormat = cCtx.String("log-format")
@@ -164,6 +187,14 @@ func (cfg config) validate() error {
 		return fmt.Errorf("--write-timeout: %v is out of range (want more than 0)", cfg.writeTimeout)
 	case cfg.maxClients < 0:
 		return fmt.Errorf("--max-clients: %d is out of range (want 0 for unlimited, or more)", cfg.maxClients)
+	case cfg.maxClientsPerIP < 0:
+		return fmt.Errorf("--max-clients-per-ip: %d is out of range (want 0 for unlimited, or more)", cfg.maxClientsPerIP)
+	case cfg.rate < 0 || math.IsNaN(cfg.rate) || math.IsInf(cfg.rate, 0):
+		return fmt.Errorf("--rate: %v is out of range (want 0 for unlimited, or more)", cfg.rate)
+	case cfg.burst < 0:
+		return fmt.Errorf("--burst: %d is out of range (want 0 for one second's worth, or more)", cfg.burst)
+	case cfg.keepalive < 0:
+		return fmt.Errorf("--keepalive: %v is out of range (want 0 for off, or more)", cfg.keepalive)
 	case cfg.logFormat != "auto" && cfg.logFormat != "json" && cfg.logFormat != "console":
 		return fmt.Errorf("--log-format: unknown value %q (want auto, json, console)", cfg.logFormat)
 	case cfg.shutdownTimeout < 0:

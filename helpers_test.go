@@ -49,7 +49,7 @@ func testConfig() config {
 // startTestServer runs a server for cfg on 127.0.0.1:0. Its logs go to the
 // test log and to ts.logs. Cleanup shuts it down within 5s and checks that
 // Serve returned errServerClosed.
-func startTestServer(t *testing.T, cfg config) *testServer {
+func startTestServer(t testing.TB, cfg config) *testServer {
 	t.Helper()
 	if err := cfg.validate(); err != nil {
 		t.Fatalf("config: %v", err)
@@ -77,7 +77,7 @@ func startTestServer(t *testing.T, cfg config) *testServer {
 }
 
 // waitClients waits until n clients are registered with the hub.
-func (ts *testServer) waitClients(t *testing.T, n int) {
+func (ts *testServer) waitClients(t testing.TB, n int) {
 	t.Helper()
 	waitFor(t, 5*time.Second, func() error {
 		if got := ts.m.clients.Load(); got != int64(n) {
@@ -154,6 +154,19 @@ func dial(t *testing.T, addr, name string) *testConn {
 	return &testConn{Conn: conn, name: name, r: bufio.NewReaderSize(conn, 64<<10)}
 }
 
+// dialFrom connects a client named name to addr from the local address ip,
+// such as 127.0.0.2 (Linux routes all of 127.0.0.0/8 to lo); Cleanup closes it.
+func dialFrom(t *testing.T, addr, name, ip string) *testConn {
+	t.Helper()
+	d := net.Dialer{Timeout: ioTimeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &testConn{Conn: conn, name: name, r: bufio.NewReaderSize(conn, 64<<10)}
+}
+
 // send writes s.
 func (c *testConn) send(t *testing.T, s string) {
 	t.Helper()
@@ -219,7 +232,7 @@ func isReset(err error) bool {
 
 // waitFor calls f until it returns nil, and fails the test with f's last
 // error if that takes longer than timeout.
-func waitFor(t *testing.T, timeout time.Duration, f func() error) {
+func waitFor(t testing.TB, timeout time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {

@@ -57,6 +57,16 @@ func TestRunBadFlags(t *testing.T) {
 		{"stray argument", []string{"now"}, nil, `serve: unexpected argument "now"`},
 		{"bad env", nil, map[string]string{"ECHOHUB_FRAMING": "xml"}, `--framing: unknown value "xml"`},
 		{"bad env int", nil, map[string]string{"ECHOHUB_QUEUE": "many"}, "ECHOHUB_QUEUE"},
+		{"unparsable allow", []string{"--allow", "10.0.0.0/33"}, nil, `--allow: invalid CIDR "10.0.0.0/33"`},
+		{"unparsable deny", []string{"--deny", "127.0.0.1", "--deny", "localhost"}, nil, `--deny: invalid CIDR "localhost"`},
+		{"bad env allow", nil, map[string]string{"ECHOHUB_ALLOW": "10.0.0.0/8,10.0.0.300"}, `--allow: invalid CIDR "10.0.0.300"`},
+		{"empty env allow", nil, map[string]string{"ECHOHUB_ALLOW": ""}, "--allow: empty CIDR"},
+		{"negative max clients per ip", []string{"--max-clients-per-ip", "-2"}, nil, "--max-clients-per-ip: -2 is out of range"},
+		{"negative rate", []string{"--rate", "-0.5"}, nil, "--rate: -0.5 is out of range"},
+		{"nan rate", []string{"--rate", "NaN"}, nil, "--rate: NaN is out of range"},
+		{"unparsable rate", []string{"--rate", "fast"}, nil, "rate"},
+		{"negative burst", []string{"--burst", "-1"}, nil, "--burst: -1 is out of range"},
+		{"negative keepalive", []string{"--keepalive", "-1s"}, nil, "--keepalive: -1s is out of range"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {

@@ -26,6 +26,7 @@ type metrics struct {
 	messagesDelivered atomic.Uint64 // messages written to client sockets
 	bytesDelivered    atomic.Uint64
 	acceptErrors      atomic.Uint64 // temporary accept errors (EMFILE, ...)
+	rateLimited       atomic.Uint64 // messages a reader held back to keep its client under --rate
 	dropped           [numDropReasons]atomic.Uint64
 	closes            [numCloseReasons]atomic.Uint64
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,8 +17,8 @@ import (
 var errServerClosed = errors.New("echohub: server closed")
 
 const (
-	// noticeTimeout bounds the write of the server-full notice, which the
-	// accept loop makes itself.
+	// noticeTimeout bounds the write of a refusal notice (server full, denied,
+	// too many from one IP), which the accept loop makes itself.
 	noticeTimeout = 100 * time.Millisecond
 	// Accept backoff on temporary errors such as EMFILE, as in net/http.
 	acceptBackoffMin = 5 * time.Millisecond
@@ -46,6 +47,7 @@ type server struct {
 	mu      sync.Mutex
 	ln      net.Listener         // set by Serve
 	conns   map[*client]struct{} // admitted connections not yet finished
+	perIP   map[netip.Addr]int   // admitted connections per remote IP, kept with --max-clients-per-ip
 	serving chan struct{}        // closed when the accept loop has returned
 }
 
@@ -62,6 +64,7 @@ func newServer(cfg config, log zerolog.Logger) *server {
 		quit:         make(chan struct{}),
 		finished:     make(chan struct{}),
 		watchdogDone: make(chan struct{}),
+		perIP:        make(map[netip.Addr]int),
 	}
 }
 
@@ -158,6 +161,9 @@ func (s *server) acceptLoop(ln net.Listener) error {
 		if tc, ok := conn.(*net.TCPConn); ok && s.cfg.sendBuffer > 0 {
 			tc.SetWriteBuffer(s.cfg.sendBuffer)
 		}
+		if err := setKeepAlive(conn, s.cfg.keepalive); err != nil {
+			s.log.Debug().Err(err).Str("remote", conn.RemoteAddr().String()).Msg("keepalive not set")
+		}
 		if c := s.admit(conn); c != nil {
 			go s.handle(c)
 		}
@@ -165,26 +171,26 @@ func (s *server) acceptLoop(ln net.Listener) error {
 }
 
 // admit registers conn as a client, or refuses it with one notice line (none
-// under TLS) before any goroutine starts for it.
+// under TLS) before any goroutine starts for it: when --allow, --deny or
+// --max-clients-per-ip refuse its address (see gate), or the server is over
+// --max-clients.
 func (s *server) admit(conn net.Conn) *client {
+	ip := remoteIP(conn)
 	s.mu.Lock()
-	full := s.cfg.maxClients > 0 && len(s.conns) >= s.cfg.maxClients
+	r, notice := s.gate(ip)
+	if r == reasonNone && s.cfg.maxClients > 0 && len(s.conns) >= s.cfg.maxClients {
+		r, notice = reasonServerFull, fmt.Sprintf("echohub: server full (max %d clients); closing", s.cfg.maxClients)
+	}
 	var c *client
-	if !full {
+	if r == reasonNone {
 		c = newClient(s.nextID.Add(1), s.cfg.tls.wrap(conn), s.hub, s.log)
 		s.conns[c] = struct{}{}
+		s.countIP(ip, +1)
 		s.wg.Add(1)
 	}
 	s.mu.Unlock()
-	if full {
-		s.m.closes[reasonServerFull].Add(1)
-		s.log.Warn().Str("remote", conn.RemoteAddr().String()).Str("reason", reasonServerFull.String()).
-			Int("max_clients", s.cfg.maxClients).Msg("client refused")
-		if s.cfg.tls == nil { // with TLS, a plaintext line would only garble the handshake
-			conn.SetWriteDeadline(time.Now().Add(noticeTimeout))
-			conn.Write(s.cfg.framing.encodeNotice(fmt.Sprintf("echohub: server full (max %d clients); closing", s.cfg.maxClients)))
-		}
-		conn.Close()
+	if r != reasonNone {
+		s.refuse(conn, r, notice)
 	}
 	return c
 }
@@ -208,6 +214,7 @@ func (s *server) handle(c *client) {
 	c.close(reasonShutdown) // the reason only counts if none was recorded
 	s.mu.Lock()
 	delete(s.conns, c)
+	s.countIP(remoteIP(c.conn), -1)
 	s.mu.Unlock()
 
 	r := c.closeReason()

@@ -34,8 +34,13 @@ const (
 	// before it may judge that client slow: the "moment" one frozen reader
 	// can hold the stream (README, slow clients). See config.stallLimit.
 	defaultStallLimit = 500 * time.Millisecond
-	// publishQueue is the capacity of the hub's publish inbox, in messages.
-	publishQueue = 256
+	// publishQueue is the capacity of the hub's publish inbox, in messages
+	// (each up to a read's worth). Short on purpose: a flooding client's
+	// backlog then waits in its own socket, where TCP pushes back on it,
+	// rather than in the inbox ahead of everyone else's messages (p99 of the
+	// others under a flood: 70-80 ms with 16, 190 ms with 256; see
+	// BenchmarkFairness). The hub still takes everything waiting at once.
+	publishQueue = 16
 )
 
 // A hub is the one goroutine that owns the client registry and fans every

@@ -44,6 +44,9 @@ type server struct {
 	ln      net.Listener         // set by Serve
 	conns   map[*client]struct{} // admitted connections not yet finished
 	serving chan struct{}        // closed when the accept loop has returned
+
+	// Has its own lock; handle adds to it as each client's close is finished.
+	closed *closedRing // the last clients closed, for /clients
 }
 
 // newServer returns a server for cfg that logs to log.
@@ -54,6 +57,7 @@ func newServer(cfg config, log zerolog.Logger) *server {
 		log:     log,
 		m:       m,
 		hub:     newHub(cfg, log, m),
+		closed:  newClosedRing(closedRingSize),
 		conns:   make(map[*client]struct{}),
 		serving: make(chan struct{}),
 		quit:    make(chan struct{}),
@@ -173,6 +177,7 @@ func (s *server) handle(c *client) {
 	s.mu.Unlock()
 
 	r := c.closeReason()
+	s.closed.add(c.closedInfo(r, time.Now())) // before the count: who sees the count finds the row
 	s.m.closes[r].Add(1)
 	c.log.WithLevel(r.level()).Str("reason", r.String()).Dur("dur", time.Since(c.connectedAt)).
 		Uint64("msgs_in", c.msgsIn.Load()).Uint64("msgs_out", c.msgsOut.Load()).

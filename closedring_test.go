@@ -1,7 +1,10 @@
 package main
 
 import (
+	"fmt"
+	"net"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -36,5 +39,57 @@ func TestClosedRing(t *testing.T) {
 				t.Errorf("list() after %d adds (-want +got):\n%s", tc.adds, diff)
 			}
 		})
+	}
+}
+
+// TestClosedRingBounded: /clients lists the last closedRingSize closed
+// clients, newest first, however many have closed.
+func TestClosedRingBounded(t *testing.T) {
+	cfg := testConfig()
+	cfg.metricsListen = "127.0.0.1:0"
+	ts := startTestServer(t, cfg)
+	base := startTestAPI(t, ts)
+
+	const n = closedRingSize + 5
+	for range n {
+		c, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	waitCloses := func(want uint64) {
+		t.Helper()
+		waitFor(t, 10*time.Second, func() error {
+			if got := ts.closes(reasonEOF); got != want {
+				return fmt.Errorf("closes{eof} = %d; want %d", got, want)
+			}
+			return nil
+		})
+	}
+	waitCloses(n)
+	// Closes finish concurrently, so their order is known only for one
+	// that begins after all the others have finished.
+	last := dial(t, ts.addr, "last")
+	lastID := ts.serverSide(t, last).id
+	last.Close()
+	waitCloses(n + 1)
+
+	page := getClients(t, base)
+	if len(page.Clients) != 0 {
+		t.Errorf("/clients: %d connected; want 0", len(page.Clients))
+	}
+	if len(page.Closed) != closedRingSize {
+		t.Fatalf("/clients: %d closed; want %d, the ring's size", len(page.Closed), closedRingSize)
+	}
+	if got := page.Closed[0]; got.ID != lastID || got.Reason != "eof" {
+		t.Errorf("/clients: newest closed is %d (%s); want %d (eof), the last one closed", got.ID, got.Reason, lastID)
+	}
+	seen := make(map[uint64]bool)
+	for _, ci := range page.Closed {
+		if seen[ci.ID] || ci.ID < 1 || ci.ID > lastID {
+			t.Fatalf("/clients: closed id %d repeated or out of range 1 to %d", ci.ID, lastID)
+		}
+		seen[ci.ID] = true
 	}
 }

@@ -39,6 +39,8 @@ type config struct {
 	logLevel        zerolog.Level
 	logFormat       string // auto, json or console
 	shutdownTimeout time.Duration
+	metricsListen   string // HTTP address for /metrics and friends; empty = off
+	pprof           bool   // serve net/http/pprof on metricsListen
 
 	// sendBuffer, when positive, sets SO_SNDBUF on accepted connections. It
 	// has no flag: tests use it so that a frozen reader fills its queue
@@ -89,6 +91,8 @@ func serveFlags() []cli.Flag {
 		str("log-level", d.logLevel.String(), "log `LEVEL`: debug, info, warn or error"),
 		str("log-format", d.logFormat, "log `FORMAT`: auto (console on a terminal, JSON otherwise), json or console"),
 		dur("shutdown-timeout", d.shutdownTimeout, "on SIGINT/SIGTERM: stop accepting and reading, flush queues for up to this `DUR`ation, then close all"),
+		str("metrics-listen", d.metricsListen, "HTTP `ADDR` for /metrics, /healthz, /readyz and /clients; empty = off (the Docker image sets 0.0.0.0:9090)"),
+		&cli.BoolFlag{Name: "pprof", Usage: "also serve net/http/pprof under /debug/pprof/ on --metrics-listen", EnvVars: env("pprof")},
 	}
 }
 
@@ -120,6 +124,8 @@ func configFromCLI(cCtx *cli.Context) (config, error) {
 	flagErr("log-level", err)
 	cfg.logFormat = cCtx.String("log-format")
 	cfg.shutdownTimeout = cCtx.Duration("shutdown-timeout")
+	cfg.metricsListen = cCtx.String("metrics-listen")
+	cfg.pprof = cCtx.Bool("pprof")
 	if len(errs) > 0 {
 		return cfg, errs[0]
 	}
@@ -147,6 +153,8 @@ func (cfg config) validate() error {
 		return fmt.Errorf("--log-format: unknown value %q (want auto, json, console)", cfg.logFormat)
 	case cfg.shutdownTimeout < 0:
 		return fmt.Errorf("--shutdown-timeout: %v is out of range (want 0 or more)", cfg.shutdownTimeout)
+	case cfg.pprof && cfg.metricsListen == "":
+		return errors.New("--pprof: needs --metrics-listen")
 	}
 	return nil
 }

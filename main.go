@@ -91,12 +91,19 @@ func serveCommand() *cli.Command {
 	}
 }
 
-// serve runs a server on ln until ctx is done or serving fails, and then
-// shuts it down gracefully within --shutdown-timeout. A timeout during
-// shutdown is logged, not an error (README).
+// serve runs a server on ln, and the HTTP API on --metrics-listen if set,
+// until ctx is done or serving fails, and then shuts it down gracefully within
+// --shutdown-timeout. A timeout during shutdown is logged, not an error
+// (README).
 func serve(ctx context.Context, cfg config, log zerolog.Logger, ln net.Listener) error {
 	s := newServer(cfg, log)
+	api, err := listenHTTPAPI(s) // nil when --metrics-listen is empty
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(api.serve) // returns once api.shutdown below has run, or at once if api is nil
 	g.Go(func() error {
 		if err := s.Serve(ln); !errors.Is(err, errServerClosed) {
 			return err
@@ -111,6 +118,7 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger, ln net.Listener)
 		if err := s.Shutdown(sctx); err != nil {
 			log.Warn().Err(err).Msg("shutdown timed out; remaining clients were closed")
 		}
+		api.shutdown() // only now: /readyz answers 503 while the hub drains
 		return nil
 	})
 	return g.Wait()

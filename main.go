@@ -42,13 +42,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		ErrWriter:      stderr,
 		ExitErrHandler: func(*cli.Context, error) {}, // run prints errors, once
 		OnUsageError:   usageError,
-		Commands:       []*cli.Command{serveCommand(), clientCommand(), versionCommand()},
+		Commands:       []*cli.Command{serveCommand(), clientCommand(), healthcheckCommand(), versionCommand()},
 	}
 	for _, c := range app.Commands {
 		c.OnUsageError = usageError
 	}
 	if len(args) > 1 && !strings.HasPrefix(args[1], "-") && app.Command(args[1]) == nil && args[1] != "help" && args[1] != "h" {
-		fmt.Fprintf(stderr, "echohub: unknown command %q (want serve, client, bench or version)\n", args[1])
+		fmt.Fprintf(stderr, "echohub: unknown command %q (want serve, client, bench, healthcheck or version)\n", args[1])
 		return 1
 	}
 	if err := app.RunContext(ctx, args); err != nil {

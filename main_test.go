@@ -81,7 +81,7 @@ func TestRunBadFlags(t *testing.T) {
 
 func TestRunUnknownCommand(t *testing.T) {
 	code, stdout, stderr := runCLI(context.Background(), "", "srve")
-	if code != 1 || stdout != "" || stderr != "echohub: unknown command \"srve\" (want serve, client, bench or version)\n" {
+	if code != 1 || stdout != "" || stderr != "echohub: unknown command \"srve\" (want serve, client, bench, healthcheck or version)\n" {
 		t.Errorf("run(srve) = %d, %q, %q; want 1, no output, one error line", code, stdout, stderr)
 	}
 }

@@ -10,6 +10,8 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/echohub /echohub
 USER 65532:65532
 ENV ECHOHUB_LISTEN=0.0.0.0:7000
-EXPOSE 7000
+ENV ECHOHUB_METRICS_LISTEN=0.0.0.0:9090
+EXPOSE 7000 9090
+HEALTHCHECK --interval=10s --timeout=3s CMD ["/echohub", "healthcheck"]
 ENTRYPOINT ["/echohub"]
 CMD ["serve"]

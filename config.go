@@ -40,6 +40,8 @@ type config struct {
 	logLevel        zerolog.Level
 	logFormat       string // auto, json or console
 	shutdownTimeout time.Duration
+	metricsListen   string // HTTP address for /metrics and friends; empty = off
+	pprof           bool   // serve net/http/pprof on metricsListen
 
 	tlsCert, tlsKey  string        // PEM files; TLS is served when set (both or neither)
 	tlsClientCA      string        // PEM file: with it, clients need a certificate signed by one of its CAs
@@ -119,6 +121,8 @@ func serveFlags() []cli.Flag {
 		str("tls-key", "", "the private key of --tls-cert, in PEM `FILE`; re-read on SIGHUP"),
 		str("tls-client-ca", "", "require client certificates signed by a CA in PEM `FILE` (mutual TLS); re-read on SIGHUP"),
 		dur("handshake-timeout", d.handshakeTimeout, "a TLS handshake not done within this `DUR`ation closes the connection"),
+		str("metrics-listen", d.metricsListen, "HTTP `ADDR` for /metrics, /healthz, /readyz and /clients; empty = off (the Docker image sets 0.0.0.0:9090)"),
+		&cli.BoolFlag{Name: "pprof", Usage: "also serve net/http/pprof under /debug/pprof/ on --metrics-listen", EnvVars: env("pprof")},
 	}
 }
 
@@ -160,6 +164,8 @@ func configFromCLI(cCtx *cli.Context) (config, error) {
 	cfg.tlsCert, cfg.tlsKey = cCtx.String("tls-cert"), cCtx.String("tls-key")
 	cfg.tlsClientCA = cCtx.String("tls-client-ca")
 	cfg.handshakeTimeout = cCtx.Duration("handshake-timeout")
+	cfg.metricsListen = cCtx.String("metrics-listen")
+	cfg.pprof = cCtx.Bool("pprof")
 	if len(errs) > 0 {
 		return cfg, errs[0]
 	}
@@ -207,6 +213,8 @@ func (cfg config) validate() error {
 		return fmt.Errorf("--tls-client-ca %s: needs --tls-cert and --tls-key", cfg.tlsClientCA)
 	case cfg.handshakeTimeout <= 0:
 		return fmt.Errorf("--handshake-timeout: %v is out of range (want more than 0)", cfg.handshakeTimeout)
+	case cfg.pprof && cfg.metricsListen == "":
+		return errors.New("--pprof: needs --metrics-listen")
 	}
 	return nil
 }

@@ -10,19 +10,24 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/rs/zerolog"
 )
 
@@ -430,4 +435,117 @@ func expectTLSRefused(t *testing.T, addr, name string, conf *tls.Config) error {
 // presented to c, a TLS client.
 func peerSerial(c net.Conn) *big.Int {
 	return c.(*tls.Conn).ConnectionState().PeerCertificates[0].SerialNumber
+}
+
+// startTestAPI runs the HTTP API of ts, whose config must set metricsListen
+// (to 127.0.0.1:0), and returns its base URL. Cleanup shuts it down before
+// ts, and checks that serve returned nil.
+func startTestAPI(t *testing.T, ts *testServer) string {
+	t.Helper()
+	if ts.cfg.metricsListen == "" {
+		t.Fatal("startTestAPI: cfg.metricsListen is empty")
+	}
+	api, err := listenHTTPAPI(ts.server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- api.serve() }()
+	t.Cleanup(func() {
+		api.shutdown()
+		if err := <-served; err != nil {
+			t.Errorf("httpAPI.serve() = %v; want nil", err)
+		}
+	})
+	return "http://" + api.addr()
+}
+
+// httpGet GETs url and returns the status code and body. It keeps no
+// connection open, so goleak sees no idle transport goroutine.
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	hc := &http.Client{Timeout: ioTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := hc.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: read body: %v", url, err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// scrape GETs baseURL/metrics and returns the value of every echohub_
+// sample, keyed by name and labels as in the text format:
+// `echohub_client_closes_total{reason="eof"}`.
+func scrape(t *testing.T, baseURL string) (map[string]float64, error) {
+	t.Helper()
+	code, body := httpGet(t, baseURL+"/metrics")
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics: status %d; want 200", code)
+	}
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	families, err := p.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("parse /metrics: %w", err)
+	}
+	got := make(map[string]float64)
+	for name, mf := range families {
+		if !strings.HasPrefix(name, "echohub_") {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			key := name
+			for _, l := range m.GetLabel() {
+				key += fmt.Sprintf("{%s=%q}", l.GetName(), l.GetValue())
+			}
+			switch {
+			case m.GetCounter() != nil:
+				got[key] = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				got[key] = m.GetGauge().GetValue()
+			default:
+				return nil, fmt.Errorf("%s: neither a counter nor a gauge", key)
+			}
+		}
+	}
+	return got, nil
+}
+
+// getClients GETs baseURL/clients and decodes it.
+func getClients(t *testing.T, baseURL string) clientsPage {
+	t.Helper()
+	code, body := httpGet(t, baseURL+"/clients")
+	if code != http.StatusOK {
+		t.Fatalf("GET /clients: status %d, %q; want 200", code, body)
+	}
+	var page clientsPage
+	if err := json.Unmarshal([]byte(body), &page); err != nil {
+		t.Fatalf("GET /clients: %v in %q", err, body)
+	}
+	return page
+}
+
+// logAddrs reads JSON log lines until it has seen every one of msgs with an
+// "addr" field, and returns those addresses by message. It then keeps
+// draining, so that logging never blocks.
+func (p *pipeWriter) logAddrs(t *testing.T, msgs ...string) map[string]string {
+	t.Helper()
+	addrs := make(map[string]string)
+	for len(addrs) < len(msgs) && p.lines.Scan() {
+		var entry struct{ Message, Addr string }
+		if json.Unmarshal(p.lines.Bytes(), &entry) == nil && slices.Contains(msgs, entry.Message) && entry.Addr != "" {
+			addrs[entry.Message] = entry.Addr
+		}
+	}
+	if len(addrs) < len(msgs) {
+		t.Fatalf("log lines with an addr: got %v; want %q", addrs, msgs)
+	}
+	go func() {
+		for p.lines.Scan() {
+		}
+	}()
+	return addrs
 }

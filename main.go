@@ -42,13 +42,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		ErrWriter:      stderr,
 		ExitErrHandler: func(*cli.Context, error) {}, // run prints errors, once
 		OnUsageError:   usageError,
-		Commands:       []*cli.Command{serveCommand(), clientCommand(), benchCommand(), versionCommand()},
+		Commands:       []*cli.Command{serveCommand(), clientCommand(), benchCommand(), healthcheckCommand(), versionCommand()},
 	}
 	for _, c := range app.Commands {
 		c.OnUsageError = usageError
 	}
 	if len(args) > 1 && !strings.HasPrefix(args[1], "-") && app.Command(args[1]) == nil && args[1] != "help" && args[1] != "h" {
-		fmt.Fprintf(stderr, "echohub: unknown command %q (want serve, client, bench or version)\n", args[1])
+		fmt.Fprintf(stderr, "echohub: unknown command %q (want serve, client, bench, healthcheck or version)\n", args[1])
 		return 1
 	}
 	if err := app.RunContext(ctx, args); err != nil {
@@ -91,12 +91,17 @@ func serveCommand() *cli.Command {
 	}
 }
 
-// serve runs a server on ln until ctx is done or serving fails, and then
-// shuts it down gracefully within --shutdown-timeout. A timeout during
-// shutdown is logged, not an error (README). With TLS, SIGHUP re-reads the
-// certificate files.
+// serve runs a server on ln, and the HTTP API on --metrics-listen if set,
+// until ctx is done or serving fails, and then shuts it down gracefully within
+// --shutdown-timeout. A timeout during shutdown is logged, not an error
+// (README). With TLS, SIGHUP re-reads the certificate files.
 func serve(ctx context.Context, cfg config, log zerolog.Logger, ln net.Listener) error {
 	s := newServer(cfg, log)
+	api, err := listenHTTPAPI(s) // nil when --metrics-listen is empty
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	if cfg.tls != nil {
 		// Notify before serving, so that from "listening" on a SIGHUP
@@ -109,6 +114,7 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger, ln net.Listener)
 			return nil
 		})
 	}
+	g.Go(api.serve) // returns once api.shutdown below has run, or at once if api is nil
 	g.Go(func() error {
 		if err := s.Serve(ln); !errors.Is(err, errServerClosed) {
 			return err
@@ -123,6 +129,7 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger, ln net.Listener)
 		if err := s.Shutdown(sctx); err != nil {
 			log.Warn().Err(err).Msg("shutdown timed out; remaining clients were closed")
 		}
+		api.shutdown() // only now: /readyz answers 503 while the hub drains
 		return nil
 	})
 	return g.Wait()

@@ -53,6 +53,9 @@ func TestRunBadFlags(t *testing.T) {
 		{"unparsable duration", []string{"--write-timeout", "soon"}, nil, "write-timeout"},
 		{"unparsable listen", []string{"--listen", "nonsense"}, nil, "--listen: listen tcp: address nonsense"},
 		{"busy listen", []string{"--listen", busy.Addr().String()}, nil, "--listen: listen tcp " + busy.Addr().String() + ": bind: address already in use"},
+		{"unparsable metrics listen", []string{"--listen", "127.0.0.1:0", "--metrics-listen", "nonsense"}, nil, "--metrics-listen: listen tcp: address nonsense"},
+		{"busy metrics listen", []string{"--listen", "127.0.0.1:0", "--metrics-listen", busy.Addr().String()}, nil, "--metrics-listen: listen tcp " + busy.Addr().String() + ": bind: address already in use"},
+		{"pprof without metrics", []string{"--pprof"}, nil, "--pprof: needs --metrics-listen"},
 		{"unknown flag", []string{"--colour"}, nil, "serve: flag provided but not defined: -colour"},
 		{"stray argument", []string{"now"}, nil, `serve: unexpected argument "now"`},
 		{"bad env", nil, map[string]string{"ECHOHUB_FRAMING": "xml"}, `--framing: unknown value "xml"`},
@@ -157,7 +160,7 @@ func TestRunBadTLSFlags(t *testing.T) {
 
 func TestRunUnknownCommand(t *testing.T) {
 	code, stdout, stderr := runCLI(context.Background(), "", "srve")
-	if code != 1 || stdout != "" || stderr != "echohub: unknown command \"srve\" (want serve, client, bench or version)\n" {
+	if code != 1 || stdout != "" || stderr != "echohub: unknown command \"srve\" (want serve, client, bench, healthcheck or version)\n" {
 		t.Errorf("run(srve) = %d, %q, %q; want 1, no output, one error line", code, stdout, stderr)
 	}
 }
@@ -168,7 +171,7 @@ func TestRunHelp(t *testing.T) {
 		t.Errorf("run(serve --help) = %d, stderr %q; want 0 and no stderr", code, stderr)
 	}
 	for _, flag := range []string{"--listen", "--framing", "--max-message", "--exclude-sender", "--queue", "--max-pending",
-		"--slow", "--write-timeout", "--max-clients", "--log-level", "--log-format", "--shutdown-timeout", "$ECHOHUB_LISTEN"} {
+		"--slow", "--write-timeout", "--max-clients", "--log-level", "--log-format", "--shutdown-timeout", "--metrics-listen", "--pprof", "$ECHOHUB_LISTEN", "$ECHOHUB_METRICS_LISTEN"} {
 		if !strings.Contains(stdout, flag) {
 			t.Errorf("serve --help does not mention %s", flag)
 		}

@@ -1,6 +1,11 @@
 package main
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
 
 // dropReason says why a message was skipped for one client in --slow=drop mode.
 type dropReason int
@@ -29,4 +34,122 @@ type metrics struct {
 	rateLimited       atomic.Uint64 // messages a reader held back to keep its client under --rate
 	dropped           [numDropReasons]atomic.Uint64
 	closes            [numCloseReasons]atomic.Uint64
+}
+
+// closeReasons returns every reason a client can be closed for, in enum
+// order: the label values of echohub_client_closes_total. A reason added to
+// the enum is exported without a change here.
+func closeReasons() []closeReason {
+	rs := make([]closeReason, 0, numCloseReasons-1)
+	for r := range numCloseReasons {
+		if r != reasonNone {
+			rs = append(rs, r)
+		}
+	}
+	return rs
+}
+
+// newRegistry returns a private Prometheus registry (never the global one)
+// with s's metrics and the Go runtime and process collectors.
+func newRegistry(s *server) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		newMetricsCollector(s),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return reg
+}
+
+// A metricsCollector exports a server's metrics to Prometheus. It reads the
+// atomics at scrape time, so the per-message path stays atomics only: no
+// mutex, no map, no Prometheus call.
+type metricsCollector struct {
+	// Immutable after newMetricsCollector.
+	s                 *server
+	clients           *prometheus.Desc
+	connections       *prometheus.Desc
+	messagesReceived  *prometheus.Desc
+	bytesReceived     *prometheus.Desc
+	messagesDelivered *prometheus.Desc
+	bytesDelivered    *prometheus.Desc
+	dropped           *prometheus.Desc // label reason: a dropReason
+	closes            *prometheus.Desc // label reason: a closeReason
+	acceptErrors      *prometheus.Desc
+	rateLimited       *prometheus.Desc
+	pendingBytes      *prometheus.Desc
+	pendingMessages   *prometheus.Desc
+}
+
+// newMetricsCollector returns the collector of s's metrics.
+func newMetricsCollector(s *server) *metricsCollector {
+	desc := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("echohub_"+name, help, labels, nil)
+	}
+	return &metricsCollector{
+		s:                 s,
+		clients:           desc("clients", "Clients connected to the hub."),
+		connections:       desc("connections_total", "TCP connections accepted, refused ones included."),
+		messagesReceived:  desc("messages_received_total", "Complete messages read from clients."),
+		bytesReceived:     desc("bytes_received_total", "Bytes of the messages read from clients, framing included."),
+		messagesDelivered: desc("messages_delivered_total", "Messages written to client sockets, counted once per receiving client."),
+		bytesDelivered:    desc("bytes_delivered_total", "Bytes written to client sockets, notices excluded."),
+		dropped:           desc("messages_dropped_total", "Messages skipped for a slow client under --slow=drop, by which queue bound was hit.", "reason"),
+		closes:            desc("client_closes_total", "Clients closed, by close reason (server_full, denied, too_many_from_ip: refused at accept).", "reason"),
+		acceptErrors:      desc("accept_errors_total", "Temporary accept errors (such as EMFILE), each followed by a backoff."),
+		rateLimited:       desc("messages_rate_limited_total", "Messages a reader held back to keep its client under --rate."),
+		pendingBytes:      desc("queue_pending_bytes", "Bytes queued for connected clients and not yet written, summed over clients."),
+		pendingMessages:   desc("queue_pending_messages", "Messages queued for connected clients and not yet written, summed over clients."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (mc *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		mc.clients, mc.connections, mc.messagesReceived, mc.bytesReceived, mc.messagesDelivered,
+		mc.bytesDelivered, mc.dropped, mc.closes, mc.acceptErrors, mc.rateLimited, mc.pendingBytes, mc.pendingMessages,
+	} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector. It runs on the scraping request's
+// goroutine.
+func (mc *metricsCollector) Collect(ch chan<- prometheus.Metric) {
+	m := mc.s.m
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v int64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
+	}
+	gauge(mc.clients, m.clients.Load())
+	counter(mc.connections, m.connections.Load())
+	counter(mc.messagesReceived, m.messagesReceived.Load())
+	counter(mc.bytesReceived, m.bytesReceived.Load())
+	counter(mc.messagesDelivered, m.messagesDelivered.Load())
+	counter(mc.bytesDelivered, m.bytesDelivered.Load())
+	for r := range numDropReasons {
+		counter(mc.dropped, m.dropped[r].Load(), r.String())
+	}
+	for _, r := range closeReasons() {
+		counter(mc.closes, m.closes[r].Load(), r.String())
+	}
+	counter(mc.acceptErrors, m.acceptErrors.Load())
+	counter(mc.rateLimited, m.rateLimited.Load())
+	msgs, bytes := mc.s.pending()
+	gauge(mc.pendingMessages, msgs)
+	gauge(mc.pendingBytes, bytes)
+}
+
+// pending returns how many messages and bytes are queued for s's connected
+// clients, summed. It takes s.mu: scrape time only, never per message.
+func (s *server) pending() (msgs, bytes int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		msgs += c.pendingMsgs.Load()
+		bytes += c.pendingBytes.Load()
+	}
+	return msgs, bytes
 }

@@ -49,6 +49,9 @@ type server struct {
 	conns   map[*client]struct{} // admitted connections not yet finished
 	perIP   map[netip.Addr]int   // admitted connections per remote IP, kept with --max-clients-per-ip
 	serving chan struct{}        // closed when the accept loop has returned
+
+	// Has its own lock; handle adds to it as each client's close is finished.
+	closed *closedRing // the last clients closed, for /clients
 }
 
 // newServer returns a server for cfg that logs to log.
@@ -65,6 +68,7 @@ func newServer(cfg config, log zerolog.Logger) *server {
 		finished:     make(chan struct{}),
 		watchdogDone: make(chan struct{}),
 		perIP:        make(map[netip.Addr]int),
+		closed:       newClosedRing(closedRingSize),
 	}
 }
 
@@ -218,6 +222,7 @@ func (s *server) handle(c *client) {
 	s.mu.Unlock()
 
 	r := c.closeReason()
+	s.closed.add(c.closedInfo(r, time.Now())) // before the count: who sees the count finds the row
 	s.m.closes[r].Add(1)
 	c.log.WithLevel(r.level()).Str("reason", r.String()).Dur("dur", time.Since(c.connectedAt)).
 		Uint64("msgs_in", c.msgsIn.Load()).Uint64("msgs_out", c.msgsOut.Load()).

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"sync"
+	"time"
+)
+
+// closedRingSize is how many closed clients /clients lists (README, Metrics).
+const closedRingSize = 1000
+
+// A clientInfo is one row of /clients: a client's statistics at one moment.
+// Its fields are exported for encoding/json only.
+type clientInfo struct {
+	ID             uint64 `json:"id"`
+	Remote         string `json:"remote"`
+	ConnectedAt    string `json:"connected_at"` // RFC 3339, UTC, nanoseconds
+	QueuedMessages int64  `json:"queued_messages"`
+	QueuedBytes    int64  `json:"queued_bytes"`
+	Dropped        uint64 `json:"dropped"`
+	MessagesIn     uint64 `json:"messages_in"`
+	BytesIn        uint64 `json:"bytes_in"`
+	MessagesOut    uint64 `json:"messages_out"`
+	BytesOut       uint64 `json:"bytes_out"`
+
+	// Set for closed clients only.
+	ClosedAt string `json:"closed_at,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// info returns c's row of /clients. It reads c's atomics, so any goroutine
+// may call it.
+func (c *client) info() clientInfo {
+	return clientInfo{
+		ID:             c.id,
+		Remote:         c.conn.RemoteAddr().String(),
+		ConnectedAt:    formatTime(c.connectedAt),
+		QueuedMessages: c.pendingMsgs.Load(),
+		QueuedBytes:    c.pendingBytes.Load(),
+		Dropped:        c.dropped.Load(),
+		MessagesIn:     c.msgsIn.Load(),
+		BytesIn:        c.bytesIn.Load(),
+		MessagesOut:    c.msgsOut.Load(),
+		BytesOut:       c.bytesOut.Load(),
+	}
+}
+
+// closedInfo returns c's row among the closed clients: closed at t for r.
+func (c *client) closedInfo(r closeReason, t time.Time) clientInfo {
+	ci := c.info()
+	ci.ClosedAt, ci.Reason = formatTime(t), r.String()
+	return ci
+}
+
+// formatTime formats t for /clients.
+func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// A closedRing keeps the rows of the last clients closed, so that "who was
+// slow and why" still has an answer after they are gone (nats /connz keeps
+// closed connections the same way). A close is not per message, so a mutex
+// is fine here.
+type closedRing struct {
+	mu   sync.Mutex
+	rows []clientInfo // oldest at next once full; grows to cap, then wraps
+	next int          // where add writes once rows is full
+}
+
+// newClosedRing returns a ring that keeps the last n closed clients.
+func newClosedRing(n int) *closedRing {
+	return &closedRing{rows: make([]clientInfo, 0, n)}
+}
+
+// add records ci, forgetting the oldest row if the ring is full.
+func (r *closedRing) add(ci clientInfo) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.rows) < cap(r.rows) {
+		r.rows = append(r.rows, ci)
+		return
+	}
+	r.rows[r.next] = ci
+	r.next = (r.next + 1) % len(r.rows)
+}
+
+// list returns a copy of the rows, newest first.
+func (r *closedRing) list() []clientInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := len(r.rows)
+	out := make([]clientInfo, 0, n)
+	for i := range n {
+		out = append(out, r.rows[(r.next+n-1-i)%n]) // the newest is just before next
+	}
+	return out
+}

@@ -346,3 +346,23 @@ func TestHubDrain(t *testing.T) {
 		}
 	})
 }
+
+// TestHubSharesBytes: every receiver gets the very bytes the reader handed
+// over; the hub copies nothing per client.
+func TestHubSharesBytes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := startHub(hubConfig())
+		alice, bob := newFakeClient(t, h, "alice"), newFakeClient(t, h, "bob")
+		data := []byte("shared\n")
+		h.publish <- message{from: alice.client, data: data, count: 1}
+		synctest.Wait()
+		for _, fc := range []*fakeClient{alice, bob} {
+			b := <-fc.send
+			if got := b.msgs[0].data; len(b.msgs) != 1 || &got[0] != &data[0] {
+				t.Errorf("%s got %d messages, the first at %p; want 1, the reader's slice at %p", fc.name, len(b.msgs), &got[0], &data[0])
+			}
+			fc.dequeue(fc.share(b.msgs))
+		}
+		stopHub(h, alice, bob)
+	})
+}

@@ -312,3 +312,38 @@ func TestServeChurn(t *testing.T) {
 		}
 	}
 }
+
+// TestServeIdleCost guards the memory an idle client costs (README, idle
+// cost): both its goroutines must stay on the smallest stack, 2 KiB, also
+// after a message. A frame that grows on the way to a parked read or write
+// doubles a stack for good, which this catches, deterministically.
+func TestServeIdleCost(t *testing.T) {
+	const conns = 300
+	cfg := testConfig()
+	cfg.logLevel = zerolog.InfoLevel // a debug log call on the way grows a stack too
+	srv := startTestServer(t, cfg)
+	before := memNow()
+	clients := make([]*testConn, conns)
+	for i := range clients {
+		clients[i] = dial(t, srv.addr, fmt.Sprintf("idle%d", i))
+	}
+	srv.waitClients(t, conns)
+	clients[0].send(t, "one message to everyone\n")
+	waitFor(t, 5*time.Second, func() error {
+		if got := srv.m.messagesDelivered.Load(); got != conns {
+			return fmt.Errorf("messages delivered = %d; want %d", got, conns)
+		}
+		return nil
+	})
+	after := memNow()
+	stack := float64(after.stack-before.stack) / conns
+	heap := float64(int64(after.heap)-int64(before.heap)) / conns
+	t.Logf("per idle connection: %.0f B of stack, %.0f B of heap (client side included)", stack, heap)
+	limit := 4096 + 512.0
+	if raceEnabled {
+		limit *= 2 // the race detector doubles every stack
+	}
+	if stack > limit {
+		t.Errorf("stack per idle connection = %.0f B; want two goroutines on the smallest stack (at most %.0f B)", stack, limit)
+	}
+}

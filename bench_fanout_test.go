@@ -30,16 +30,10 @@ func BenchmarkFanout(b *testing.B) {
 }
 
 func benchmarkFanout(b *testing.B, clients, size int) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
 	cfg := defaultConfig()
 	cfg.excludeSender = true // the publisher does not read
-	s := newServer(cfg, zerolog.Nop())
-	go s.Serve(ln)
+	s, addr := startBenchServer(b, cfg)
 	defer s.Shutdown(context.Background())
-	addr := ln.Addr().String()
 
 	pub, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -141,16 +135,11 @@ var _ io.Reader = (*loopReader)(nil)
 func BenchmarkIdleConnections(b *testing.B) {
 	const conns = 2000
 	for b.Loop() {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		s := newServer(defaultConfig(), zerolog.Nop())
-		go s.Serve(ln)
-		addr := ln.Addr().String()
+		s, addr := startBenchServer(b, defaultConfig())
 		before := memNow()
 		clients := make([]net.Conn, conns)
 		for i := range clients {
+			var err error
 			if clients[i], err = net.Dial("tcp", addr); err != nil {
 				b.Fatal(err)
 			}
@@ -195,13 +184,7 @@ func memNow() memSample {
 func BenchmarkChurn(b *testing.B) {
 	const cycles = 600
 	for b.Loop() {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		s := newServer(defaultConfig(), zerolog.Nop())
-		go s.Serve(ln)
-		addr := ln.Addr().String()
+		s, addr := startBenchServer(b, defaultConfig())
 		settle := func() memSample {
 			for {
 				s.mu.Lock()
@@ -231,4 +214,17 @@ func BenchmarkChurn(b *testing.B) {
 		b.ReportMetric(float64(runtime.NumGoroutine()-goroutines), "goroutines-growth")
 		s.Shutdown(context.Background())
 	}
+}
+
+// startBenchServer runs a server for cfg on 127.0.0.1:0, logging nothing,
+// and returns it and its address; the caller shuts it down.
+func startBenchServer(b *testing.B, cfg config) (*server, string) {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := newServer(cfg, zerolog.Nop())
+	go s.Serve(ln)
+	return s, ln.Addr().String()
 }

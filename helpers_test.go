@@ -549,3 +549,17 @@ func (p *pipeWriter) logAddrs(t *testing.T, msgs ...string) map[string]string {
 	}()
 	return addrs
 }
+
+// expectExit waits for the exit code of an in-process run on done, and
+// checks that it is want.
+func expectExit(t *testing.T, done <-chan int, want int) {
+	t.Helper()
+	select {
+	case code := <-done:
+		if code != want {
+			t.Errorf("exit code = %d; want %d", code, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return within 10s after its context ended")
+	}
+}

@@ -145,14 +145,7 @@ func TestRunServeMetrics(t *testing.T) {
 	}
 
 	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Errorf("serve exit code = %d; want 0", code)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not return after its context ended")
-	}
+	expectExit(t, done, 0)
 	expectClosed(t, alice)
 	if c, err := net.Dial("tcp", addrs["metrics listening"]); err == nil {
 		c.Close()

@@ -209,14 +209,7 @@ func TestRunServe(t *testing.T) {
 	expectLine(t, alice, "from client\n")
 
 	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Errorf("serve exit code = %d; want 0", code)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not return after its context ended")
-	}
+	expectExit(t, done, 0)
 	expectClosed(t, alice)
 }
 

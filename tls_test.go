@@ -290,14 +290,7 @@ func TestRunServeTLSReload(t *testing.T) {
 	expectLine(t, alice, "still connected\n")
 
 	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Errorf("serve exit code = %d; want 0", code)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not return after its context ended")
-	}
+	expectExit(t, done, 0)
 }
 
 // TestRunClientTLS: `echohub client --tls` sends stdin over TLS, prints the

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -124,7 +122,7 @@ func benchOptionsFromCLI(c *cli.Context) (benchOptions, error) {
 		return opts, nil
 	}
 	var err error
-	opts.tlsConfig, err = benchTLSConfig(opts.addr, c.Path("tls-ca"), c.Path("tls-cert"), c.Path("tls-key"), c.Bool("tls-insecure"))
+	opts.tlsConfig, err = clientTLSConfig(opts.addr, c.Path("tls-ca"), c.Path("tls-cert"), c.Path("tls-key"), c.Bool("tls-insecure"))
 	return opts, err
 }
 
@@ -155,36 +153,6 @@ func (o benchOptions) validate() error {
 		return fmt.Errorf("--slo must be positive, got %v", o.slo)
 	}
 	return nil
-}
-
-// benchTLSConfig builds the client side TLS configuration of the --tls flags.
-func benchTLSConfig(addr, caFile, certFile, keyFile string, insecure bool) (*tls.Config, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("--addr: %w", err)
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host, InsecureSkipVerify: insecure}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("--tls-ca: %w", err)
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--tls-ca: no PEM certificate in %s", caFile)
-		}
-	}
-	if (certFile == "") != (keyFile == "") {
-		return nil, errors.New("--tls-cert and --tls-key go together")
-	}
-	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("--tls-cert, --tls-key: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
 }
 
 // runBench performs one run of opts and prints its figures to stdout, as a

@@ -461,7 +461,7 @@ func TestBenchTLS(t *testing.T) {
 	opts := benchTestOptions(startBenchHub(t, benchLen32, serverConfig, 0), benchLen32)
 	opts.duration, opts.warmup = 300*time.Millisecond, 0
 	var err error
-	if opts.tlsConfig, err = benchTLSConfig(opts.addr, caFile, "", "", false); err != nil {
+	if opts.tlsConfig, err = clientTLSConfig(opts.addr, caFile, "", "", false); err != nil {
 		t.Fatal(err)
 	}
 	res, err := runBench(context.Background(), opts, io.Discard)
@@ -471,7 +471,7 @@ func TestBenchTLS(t *testing.T) {
 	checkBenchClean(t, res)
 
 	// Without the CA the hub's certificate is unknown.
-	opts.tlsConfig, _ = benchTLSConfig(opts.addr, "", "", "", false)
+	opts.tlsConfig, _ = clientTLSConfig(opts.addr, "", "", "", false)
 	if _, err := runBench(context.Background(), opts, io.Discard); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("runBench without --tls-ca = %v; want a certificate error", err)
 	}

@@ -295,6 +295,8 @@ func (h *hub) waitRoom(c *client, n, size int) bool {
 	c.stalled.Store(true) // before fits: a writer that frees room after it signals
 	defer c.stalled.Store(false)
 	start := time.Now()
+	h.m.hubStalls.Add(1)
+	defer func() { h.m.hubStallNanos.Add(uint64(time.Since(start))) }()
 	h.stall.Reset(stallTick)
 	defer h.stall.Stop()
 	for !h.fits(c, n, size) {

@@ -38,6 +38,8 @@ func wantMetrics() map[string]float64 {
 		"echohub_bytes_delivered_total":       0,
 		"echohub_accept_errors_total":         0,
 		"echohub_messages_rate_limited_total": 0,
+		"echohub_hub_stalls_total":            0,
+		"echohub_hub_stall_seconds_total":     0,
 		"echohub_queue_pending_bytes":         0,
 		"echohub_queue_pending_messages":      0,
 	}
@@ -172,6 +174,10 @@ func TestMetricsDropped(t *testing.T) {
 				got["echohub_queue_pending_messages"], got["echohub_queue_pending_bytes"], queued, pending)
 		case queued == 0:
 			return errors.New("nothing queued for slow")
+		case got["echohub_hub_stalls_total"] < 1 || got["echohub_hub_stall_seconds_total"] < cfg.stallLimit.Seconds():
+			// The hub waited the stall limit for slow before it dropped.
+			return fmt.Errorf("hub stalls = %v, for %vs; want at least 1, for at least %v",
+				got["echohub_hub_stalls_total"], got["echohub_hub_stall_seconds_total"], cfg.stallLimit)
 		case dropped+queued+float64(sc.msgsOut.Load()) != n:
 			return fmt.Errorf("slow: dropped %v + queued %v + written %d; want %d", dropped, queued, sc.msgsOut.Load(), n)
 		}

@@ -36,7 +36,8 @@ type config struct {
 	maxPending      int // per-client queue bound, in bytes
 	slow            slowPolicy
 	writeTimeout    time.Duration
-	maxClients      int // 0 = unlimited
+	coalesce        time.Duration // after a fan-out, the hub gathers messages this long before the next; 0 = off
+	maxClients      int           // 0 = unlimited
 	logLevel        zerolog.Level
 	logFormat       string // auto, json or console
 	shutdownTimeout time.Duration
@@ -74,6 +75,7 @@ func defaultConfig() config {
 		maxPending:      4 << 20,
 		slow:            slowDisconnect,
 		writeTimeout:    10 * time.Second,
+		coalesce:        defaultCoalesce,
 		maxClients:      10000,
 		keepalive:       30 * time.Second,
 		logLevel:        zerolog.InfoLevel,
@@ -107,6 +109,7 @@ func serveFlags() []cli.Flag {
 		str("max-pending", formatSize(d.maxPending), "per-client queue bound, in `BYTES`"),
 		str("slow", d.slow.String(), "`POLICY` for a client that falls behind the others: disconnect it, or drop messages for it alone"),
 		dur("write-timeout", d.writeTimeout, "a socket write blocked longer than this `DUR`ation disconnects the client"),
+		dur("coalesce", d.coalesce, "after a fan-out, gather messages for up to this `DUR`ation before the next, so a busy stream reaches each client in fewer, larger writes; a message after a quiet spell goes out at once; 0 = off"),
 		&cli.IntFlag{Name: "max-clients", Value: d.maxClients, Usage: "most clients at once (`N`), 0 = unlimited; past it a new client gets one notice line and is closed", EnvVars: env("max-clients")},
 		&cli.StringSliceFlag{Name: "allow", Usage: "admit clients only from this `CIDR` or address (repeatable, or comma-separated); none = everyone", EnvVars: env("allow")},
 		&cli.StringSliceFlag{Name: "deny", Usage: "refuse clients from this `CIDR` or address (repeatable, or comma-separated); wins over --allow", EnvVars: env("deny")},
@@ -149,6 +152,7 @@ func configFromCLI(cCtx *cli.Context) (config, error) {
 	cfg.slow, err = parseSlow(cCtx.String("slow"))
 	flagErr("slow", err)
 	cfg.writeTimeout = cCtx.Duration("write-timeout")
+	cfg.coalesce = cCtx.Duration("coalesce")
 	cfg.maxClients = cCtx.Int("max-clients")
 	cfg.allow, err = parsePrefixes(cCtx.StringSlice("allow"))
 	flagErr("allow", err)
@@ -191,6 +195,8 @@ func (cfg config) validate() error {
 			cfg.maxPending, cfg.framing.maxFrame(cfg.maxMessage))
 	case cfg.writeTimeout <= 0:
 		return fmt.Errorf("--write-timeout: %v is out of range (want more than 0)", cfg.writeTimeout)
+	case cfg.coalesce < 0 || cfg.coalesce > maxCoalesce:
+		return fmt.Errorf("--coalesce: %v is out of range (0 to %v)", cfg.coalesce, maxCoalesce)
 	case cfg.maxClients < 0:
 		return fmt.Errorf("--max-clients: %d is out of range (want 0 for unlimited, or more)", cfg.maxClients)
 	case cfg.maxClientsPerIP < 0:

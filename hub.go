@@ -19,8 +19,9 @@ type message struct {
 }
 
 // A batch is what the hub hands each client in one channel send: messages in
-// the hub's order. It is immutable once fanned out and shared by every
-// receiver, so the hub pays per batch, not per message, for each client.
+// the hub's order. The hub fills it (while it holds it for --coalesce); once
+// fanned out it is immutable and shared by every receiver, so the hub pays
+// per batch, not per message, for each client.
 type batch struct {
 	msgs  []message
 	count int // sum of msgs[i].count
@@ -30,6 +31,11 @@ type batch struct {
 const (
 	// stallTick is how often a stalled hub re-checks who is behind.
 	stallTick = 10 * time.Millisecond
+	// defaultCoalesce is the default --coalesce: at 100 clients it cuts the
+	// server's CPU per delivered message by a fifth at 10k msgs/s, with p99
+	// latency no worse (README, Performance); maxCoalesce bounds the flag.
+	defaultCoalesce = 2 * time.Millisecond
+	maxCoalesce     = time.Second
 	// defaultStallLimit is how long the hub waits for room in a full queue
 	// before it may judge that client slow: the "moment" one frozen reader
 	// can hold the stream (README, slow clients). See config.stallLimit.
@@ -59,6 +65,7 @@ type hub struct {
 	room          chan struct{} // cap 1: a writer freed room in a stalled client's queue
 	stop          chan struct{} // closed by server.Shutdown: finish once every reader has left
 	done          chan struct{} // closed when run returns
+	coalesce      *time.Timer   // runs for --coalesce after a fan-out; see take
 
 	closing  atomic.Bool // set by server.Shutdown before it stops the readers
 	stopOnce sync.Once   // closes stop
@@ -67,6 +74,8 @@ type hub struct {
 	clients  []*client // registered clients, in no particular order
 	reading  int       // registered clients whose readLoop has not left
 	draining bool      // stop is closed
+	held     *batch    // messages taken from publish and not yet fanned out (--coalesce)
+	recent   bool      // coalesce is running: the last fan-out was less than --coalesce ago
 	slow     []*client // scratch: clients to disconnect after a fanout
 	stall    *time.Timer
 }
@@ -74,13 +83,11 @@ type hub struct {
 // newHub returns a hub for cfg; run starts it.
 func newHub(cfg config, log zerolog.Logger, m *metrics) *hub {
 	// A reader hands over at most maxBatchMsgs messages at a time, and one
-	// message is at most maxFrame bytes. collect stops adding to a batch once
+	// message is at most maxFrame bytes. take stops adding to a batch once
 	// it reaches either limit, so a batch holds under 2*maxBatchMsgs <= queue
 	// messages and under maxBatchBytes+maxFrame <= max-pending bytes: it
 	// always fits an empty queue.
 	maxFrame := cfg.framing.maxFrame(cfg.maxMessage)
-	t := time.NewTimer(time.Hour)
-	t.Stop()
 	return &hub{
 		cfg:           cfg,
 		log:           log,
@@ -94,8 +101,16 @@ func newHub(cfg config, log zerolog.Logger, m *metrics) *hub {
 		room:          make(chan struct{}, 1),
 		stop:          make(chan struct{}),
 		done:          make(chan struct{}),
-		stall:         t,
+		coalesce:      stoppedTimer(),
+		stall:         stoppedTimer(),
 	}
+}
+
+// stoppedTimer returns a timer that fires only once it is Reset.
+func stoppedTimer() *time.Timer {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
 }
 
 // run is the hub goroutine. It returns after stop is closed and every
@@ -107,23 +122,27 @@ func (h *hub) run() {
 	for !h.draining || h.reading > 0 {
 		select {
 		case c := <-h.join:
+			h.flush() // c gets what is read from now on, not what was held
 			h.add(c)
 		case c := <-h.leave:
 			// The reader sent its last messages before it left: fan out
-			// what is waiting first, so none of them is lost to anyone.
+			// those and everything held first, so none of them is lost to
+			// anyone, c included.
 			for n := len(h.publish); n > 0; {
-				b, taken := h.collect(<-h.publish)
-				h.fanout(b)
-				n -= taken
+				n -= h.take(<-h.publish)
 			}
+			h.flush()
 			h.left(c)
 		case m := <-h.publish:
-			b, _ := h.collect(m)
-			h.fanout(b)
+			h.take(m)
+		case <-h.coalesce.C:
+			h.recent = false
+			h.flush()
 		case <-stop:
 			h.draining, stop = true, nil
 		}
 	}
+	h.flush()
 	for len(h.clients) > 0 {
 		h.remove(h.clients[len(h.clients)-1], reasonNone)
 	}
@@ -191,13 +210,22 @@ func (h *hub) remove(c *client, r closeReason) {
 	}
 }
 
-// collect returns a batch of m and of whatever else is waiting in publish,
-// within the batch limits, and how many messages it took from publish.
-func (h *hub) collect(m message) (*batch, int) {
-	b := &batch{msgs: make([]message, 0, min(len(h.publish)+1, 64))}
+// take adds m, and whatever else is waiting in publish, to the held batch,
+// and returns how many messages it took from publish. It fans the batch out
+// at once when the last fan-out was --coalesce or more ago, or when the batch
+// is full; otherwise the batch waits for the coalesce timer and gathers what
+// arrives meanwhile. So a message after a quiet spell goes out at once, and a
+// busy stream is fanned out at most once per --coalesce: each writer then
+// wakes and writes once for many reads, which at 100 clients cuts the
+// server's CPU per delivered message by a fifth or more (README, Performance).
+func (h *hub) take(m message) int {
+	if h.held == nil {
+		h.held = &batch{msgs: make([]message, 0, min(len(h.publish)+1, 64))}
+	}
+	b := h.held
 	taken := 1
 	b.add(m)
-	for b.count < h.maxBatchMsgs && b.bytes < h.maxBatchBytes {
+	for !h.full(b) {
 		select {
 		case m := <-h.publish:
 			b.add(m)
@@ -207,7 +235,29 @@ func (h *hub) collect(m message) (*batch, int) {
 		}
 		break
 	}
-	return b, taken
+	if !h.recent || h.full(b) {
+		h.flush()
+	}
+	return taken
+}
+
+// full reports whether b has reached a batch limit (see newHub).
+func (h *hub) full(b *batch) bool {
+	return b.count >= h.maxBatchMsgs || b.bytes >= h.maxBatchBytes
+}
+
+// flush fans out the held batch, if any, and starts the coalesce window.
+func (h *hub) flush() {
+	b := h.held
+	if b == nil {
+		return
+	}
+	h.held = nil
+	h.fanout(b)
+	if h.cfg.coalesce > 0 && !h.recent {
+		h.recent = true
+		h.coalesce.Reset(h.cfg.coalesce)
+	}
 }
 
 // add appends m to b.

@@ -17,9 +17,10 @@ import (
 // writer, taking batches off send as writeLoop would.
 type fakeClient struct {
 	*client
-	name string
-	mu   sync.Mutex
-	got  []string // messages received, in order
+	name    string
+	mu      sync.Mutex
+	got     []string // messages received, in order
+	batches int      // batches received
 }
 
 // newFakeClient registers a client named name with h.
@@ -43,6 +44,7 @@ func (fc *fakeClient) drain(delay time.Duration, stuck bool) {
 		time.Sleep(delay)
 		fc.writingSince.Store(0)
 		fc.mu.Lock()
+		fc.batches++
 		for _, m := range b.msgs {
 			if !fc.hub.cfg.excludeSender || m.from != fc.client {
 				fc.got = append(fc.got, splitLines(m.data)...)
@@ -362,6 +364,103 @@ func TestHubSharesBytes(t *testing.T) {
 				t.Errorf("%s got %d messages, the first at %p; want 1, the reader's slice at %p", fc.name, len(b.msgs), &got[0], &data[0])
 			}
 			fc.dequeue(fc.share(b.msgs))
+		}
+		stopHub(h, alice, bob)
+	})
+}
+
+// receivedBatches returns how many batches fc has received so far.
+func (fc *fakeClient) receivedBatches() int {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return fc.batches
+}
+
+// TestHubCoalesce: a message after a quiet spell goes out at once; what
+// arrives within --coalesce of a fan-out is held and goes out together when
+// the window ends, or at once when the batch is full. Held messages are
+// fanned out before a client joins or leaves and at shutdown, so a joiner
+// gets nothing read before it joined and a leaver its own last messages.
+func TestHubCoalesce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := hubConfig()
+		cfg.coalesce = 10 * time.Millisecond
+		cfg.queue = 64 // batches of up to 16 messages
+		h := startHub(cfg)
+		alice, bob := newFakeClient(t, h, "alice"), newFakeClient(t, h, "bob")
+		go alice.drain(0, false)
+		go bob.drain(0, false)
+		check := func(step string, fc *fakeClient, wantMsgs, wantBatches int) {
+			t.Helper()
+			synctest.Wait()
+			if got, b := len(fc.received()), fc.receivedBatches(); got != wantMsgs || b != wantBatches {
+				t.Fatalf("%s: %s has %d messages in %d batches; want %d in %d", step, fc.name, got, b, wantMsgs, wantBatches)
+			}
+		}
+		start := time.Now()
+		alice.publish("m0\n")
+		check("first message", bob, 1, 1)
+		for _, l := range []string{"m1\n", "m2\n", "m3\n"} {
+			alice.publish(l)
+		}
+		check("within the window", bob, 1, 1)
+		time.Sleep(cfg.coalesce)
+		check("window over", bob, 4, 2)
+		if d := time.Since(start); d != cfg.coalesce {
+			t.Errorf("held messages went out after %v; want %v", d, cfg.coalesce)
+		}
+
+		time.Sleep(5 * cfg.coalesce) // a quiet spell
+		alice.publish("m4\n")
+		check("after a quiet spell", bob, 5, 3)
+
+		for i := range 16 {
+			alice.publish(fmt.Sprintf("f%d\n", i))
+		}
+		check("full batch", bob, 21, 4)
+
+		alice.publish("m5\n") // held
+		carol := newFakeClient(t, h, "carol")
+		go carol.drain(0, false)
+		check("join", alice, 22, 5)
+		check("join", bob, 22, 5)
+		check("join", carol, 0, 0)
+
+		time.Sleep(5 * cfg.coalesce)
+		alice.publish("m6\n") // out at once; opens a window
+		synctest.Wait()
+		alice.publish("m7\n") // held
+		h.unregister(alice.client)
+		check("leave", alice, 24, 7)
+		check("leave", bob, 24, 7)
+		check("leave", carol, 2, 2)
+
+		bob.publish("m8\n")
+		bob.publish("m9\n") // held
+		stopHub(h, bob, carol)
+		synctest.Wait() // bob's writer takes the last batch
+		if got, want := bob.received(), "m9\n"; got[len(got)-1] != want {
+			t.Errorf("after shutdown bob's last message is %q; want %q", got[len(got)-1], want)
+		}
+	})
+}
+
+// TestHubCoalesceOff: with --coalesce 0 every read is fanned out at once,
+// in a batch of its own.
+func TestHubCoalesceOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := hubConfig()
+		cfg.coalesce = 0
+		h := startHub(cfg)
+		alice, bob := newFakeClient(t, h, "alice"), newFakeClient(t, h, "bob")
+		go alice.drain(0, false)
+		go bob.drain(0, false)
+		for i := range 5 {
+			alice.publish(fmt.Sprintf("m%d\n", i))
+			synctest.Wait()
+			if got, b := len(bob.received()), bob.receivedBatches(); got != i+1 || b != i+1 {
+				t.Fatalf("after message %d bob has %d messages in %d batches; want %d in %d", i, got, b, i+1, i+1)
+			}
 		}
 		stopHub(h, alice, bob)
 	})

@@ -35,6 +35,7 @@ type config struct {
 	queue           int // per-client queue bound, in messages
 	maxPending      int // per-client queue bound, in bytes
 	slow            slowPolicy
+	stallLimit      time.Duration // how long a client with a full queue and a stuck write may hold the hub before --slow applies
 	writeTimeout    time.Duration
 	coalesce        time.Duration // after a fan-out, the hub gathers messages this long before the next; 0 = off
 	maxClients      int           // 0 = unlimited
@@ -56,13 +57,10 @@ type config struct {
 	burst           int            // with rate: messages a client may send at once, 0 = one second's worth
 	keepalive       time.Duration  // TCP keepalive idle time and probe interval, 0 = off
 
-	// These have no flag. sendBuffer, when positive, sets SO_SNDBUF on
-	// accepted connections, so that in tests a frozen reader fills its queue
-	// after kilobytes rather than after the kernel's megabytes. stallLimit is
-	// how long a full queue with a stuck write may hold the hub before its
-	// client counts as slow; a test whose own readers starve raises it.
+	// sendBuffer has no flag: when positive, it sets SO_SNDBUF on accepted
+	// connections, so that in tests a frozen reader fills its queue after
+	// kilobytes rather than after the kernel's megabytes.
 	sendBuffer int
-	stallLimit time.Duration
 }
 
 // defaultConfig returns the documented defaults (README flags table).
@@ -108,6 +106,7 @@ func serveFlags() []cli.Flag {
 		&cli.IntFlag{Name: "queue", Value: d.queue, Usage: "per-client queue bound, in messages (`N`)", EnvVars: env("queue")},
 		str("max-pending", formatSize(d.maxPending), "per-client queue bound, in `BYTES`"),
 		str("slow", d.slow.String(), "`POLICY` for a client that falls behind the others: disconnect it, or drop messages for it alone"),
+		dur("stall-limit", d.stallLimit, "a client whose queue has been full and whose socket has taken nothing for this `DUR`ation, while most others have room, is behind: --slow applies to it; until then the hub waits for it"),
 		dur("write-timeout", d.writeTimeout, "a socket write blocked longer than this `DUR`ation disconnects the client"),
 		dur("coalesce", d.coalesce, "after a fan-out, gather messages for up to this `DUR`ation before the next, so a busy stream reaches each client in fewer, larger writes; a message after a quiet spell goes out at once; 0 = off"),
 		&cli.IntFlag{Name: "max-clients", Value: d.maxClients, Usage: "most clients at once (`N`), 0 = unlimited; past it a new client gets one notice line and is closed", EnvVars: env("max-clients")},
@@ -151,6 +150,7 @@ func configFromCLI(cCtx *cli.Context) (config, error) {
 	flagErr("max-pending", err)
 	cfg.slow, err = parseSlow(cCtx.String("slow"))
 	flagErr("slow", err)
+	cfg.stallLimit = cCtx.Duration("stall-limit")
 	cfg.writeTimeout = cCtx.Duration("write-timeout")
 	cfg.coalesce = cCtx.Duration("coalesce")
 	cfg.maxClients = cCtx.Int("max-clients")
@@ -193,6 +193,8 @@ func (cfg config) validate() error {
 	case cfg.maxPending < cfg.framing.maxFrame(cfg.maxMessage):
 		return fmt.Errorf("--max-pending: %d is less than one largest message (%d bytes, from --max-message)",
 			cfg.maxPending, cfg.framing.maxFrame(cfg.maxMessage))
+	case cfg.stallLimit <= 0:
+		return fmt.Errorf("--stall-limit: %v is out of range (want more than 0)", cfg.stallLimit)
 	case cfg.writeTimeout <= 0:
 		return fmt.Errorf("--write-timeout: %v is out of range (want more than 0)", cfg.writeTimeout)
 	case cfg.coalesce < 0 || cfg.coalesce > maxCoalesce:

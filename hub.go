@@ -36,10 +36,17 @@ const (
 	// latency no worse (README, Performance); maxCoalesce bounds the flag.
 	defaultCoalesce = 2 * time.Millisecond
 	maxCoalesce     = time.Second
-	// defaultStallLimit is how long the hub waits for room in a full queue
-	// before it may judge that client slow: the "moment" one frozen reader
-	// can hold the stream (README, slow clients). See config.stallLimit.
-	defaultStallLimit = 500 * time.Millisecond
+	// defaultStallLimit is the default --stall-limit: how long the hub waits
+	// for room in a full queue before it may judge that client slow, the
+	// moment one frozen reader can hold the stream (README, slow clients).
+	// A reader that keeps reading can look frozen for longer than one would
+	// think: Linux reopens a full receive window only once the reader has
+	// freed a sixteenth of its buffer (up to 6 MiB), so a subscriber reading
+	// 400 KB/s shows a stuck write for a second. With 500 ms, an
+	// unthrottled publisher into 1000 subscribers of one busy process got 3
+	// to 7 of them closed as slow in every run; with 2 s, one in five runs;
+	// with 3 or 5 s, none in five (fanbench --rate 0, this 2-core VM).
+	defaultStallLimit = 3 * time.Second
 	// publishQueue is the capacity of the hub's publish inbox, in messages
 	// (each up to a read's worth). Short on purpose: a flooding client's
 	// backlog then waits in its own socket, where TCP pushes back on it,

@@ -186,10 +186,12 @@ func TestHubExcludeSender(t *testing.T) {
 // disconnected or loses anything.
 func TestHubEveryoneBehind(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := startHub(hubConfig())
+		cfg := hubConfig()
+		cfg.stallLimit = 500 * time.Millisecond // any limit will do; this keeps the test within settle's minute
+		h := startHub(cfg)
 		clients := []*fakeClient{newFakeClient(t, h, "alice"), newFakeClient(t, h, "bob"), newFakeClient(t, h, "carol")}
 		for _, fc := range clients {
-			go fc.drain(2*defaultStallLimit, true) // each write blocks longer than the stall limit
+			go fc.drain(2*cfg.stallLimit, true) // each write blocks longer than the stall limit
 		}
 		var want []string
 		for i := range 50 {

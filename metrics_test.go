@@ -144,7 +144,7 @@ func TestMetricsDropped(t *testing.T) {
 	cfg.slow = slowDrop
 	cfg.queue, cfg.maxPending = 64, 64<<10
 	cfg.writeTimeout = time.Minute
-	cfg.stallLimit = 2 * time.Second // pub and alice are goroutines of this busy process
+	cfg.stallLimit = 2 * time.Second // quicker than the default; pub and alice are goroutines of this busy process
 	cfg.metricsListen = "127.0.0.1:0"
 	ts := startTestServer(t, cfg)
 	base := startTestAPI(t, ts)

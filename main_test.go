@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/urfave/cli/v2"
 	"go.uber.org/goleak"
 )
 
@@ -70,6 +71,9 @@ func TestRunBadFlags(t *testing.T) {
 		{"unparsable rate", []string{"--rate", "fast"}, nil, "rate"},
 		{"negative burst", []string{"--burst", "-1"}, nil, "--burst: -1 is out of range"},
 		{"negative keepalive", []string{"--keepalive", "-1s"}, nil, "--keepalive: -1s is out of range"},
+		{"zero stall limit", []string{"--stall-limit", "0s"}, nil, "--stall-limit: 0s is out of range"},
+		{"negative coalesce", []string{"--coalesce", "-1ms"}, nil, "--coalesce: -1ms is out of range (0 to 1s)"},
+		{"long coalesce", nil, map[string]string{"ECHOHUB_COALESCE": "2s"}, "--coalesce: 2s is out of range (0 to 1s)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {
@@ -171,7 +175,7 @@ func TestRunHelp(t *testing.T) {
 		t.Errorf("run(serve --help) = %d, stderr %q; want 0 and no stderr", code, stderr)
 	}
 	for _, flag := range []string{"--listen", "--framing", "--max-message", "--exclude-sender", "--queue", "--max-pending",
-		"--slow", "--write-timeout", "--max-clients", "--log-level", "--log-format", "--shutdown-timeout", "--metrics-listen", "--pprof", "$ECHOHUB_LISTEN", "$ECHOHUB_METRICS_LISTEN"} {
+		"--slow", "--stall-limit", "--write-timeout", "--coalesce", "--max-clients", "--log-level", "--log-format", "--shutdown-timeout", "--metrics-listen", "--pprof", "$ECHOHUB_LISTEN", "$ECHOHUB_METRICS_LISTEN"} {
 		if !strings.Contains(stdout, flag) {
 			t.Errorf("serve --help does not mention %s", flag)
 		}
@@ -312,5 +316,33 @@ func TestReadme(t *testing.T) {
 		if !strings.Contains(string(readme), "| --"+name+" | "+env+" |") {
 			t.Errorf("README.md flags table has no row for --%s | %s", name, env)
 		}
+	}
+}
+
+// TestServeFlagsConfig: the tuning flags reach the config, from the command
+// line or the environment, and default to the documented values.
+func TestServeFlagsConfig(t *testing.T) {
+	parse := func(t *testing.T, args ...string) config {
+		t.Helper()
+		var cfg config
+		app := &cli.App{Flags: serveFlags(), Action: func(cCtx *cli.Context) (err error) {
+			cfg, err = configFromCLI(cCtx)
+			return err
+		}}
+		if err := app.Run(append([]string{"serve"}, args...)); err != nil {
+			t.Fatalf("serve %v: %v", args, err)
+		}
+		return cfg
+	}
+	if cfg := parse(t); cfg.coalesce != defaultCoalesce || cfg.stallLimit != defaultStallLimit {
+		t.Errorf("defaults: coalesce %v, stall limit %v; want %v, %v", cfg.coalesce, cfg.stallLimit, defaultCoalesce, defaultStallLimit)
+	}
+	if cfg := parse(t, "--coalesce", "0", "--stall-limit", "750ms"); cfg.coalesce != 0 || cfg.stallLimit != 750*time.Millisecond {
+		t.Errorf("flags: coalesce %v, stall limit %v; want 0s, 750ms", cfg.coalesce, cfg.stallLimit)
+	}
+	t.Setenv("ECHOHUB_COALESCE", "5ms")
+	t.Setenv("ECHOHUB_STALL_LIMIT", "10s")
+	if cfg := parse(t); cfg.coalesce != 5*time.Millisecond || cfg.stallLimit != 10*time.Second {
+		t.Errorf("env: coalesce %v, stall limit %v; want 5ms, 10s", cfg.coalesce, cfg.stallLimit)
 	}
 }

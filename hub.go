@@ -150,6 +150,7 @@ func (h *hub) run() {
 		}
 	}
 	h.flush()
+	h.coalesce.Stop() // nothing is held any more; no timer outlives the hub
 	for len(h.clients) > 0 {
 		h.remove(h.clients[len(h.clients)-1], reasonNone)
 	}

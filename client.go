@@ -184,6 +184,7 @@ func (c *client) readFailed(err error, partial int) closeReason {
 // outbuf is a writer's scratch: the messages of one write call.
 type outbuf struct {
 	vec   net.Buffers
+	write net.Buffers // what WriteTo consumes: a copy of vec that lives in the pooled outbuf, so it costs no allocation
 	msgs  int
 	bytes int
 }
@@ -257,8 +258,8 @@ func (c *client) flush(w *outbuf) error {
 	if len(w.vec) == 1 {
 		_, err = c.conn.Write(w.vec[0])
 	} else {
-		v := w.vec // WriteTo consumes its receiver
-		_, err = v.WriteTo(c.conn)
+		w.write = w.vec // WriteTo consumes its receiver; a local copy would escape to the heap
+		_, err = w.write.WriteTo(c.conn)
 	}
 	c.writingSince.Store(0)
 	if err == nil {

@@ -75,6 +75,17 @@ func (fc *fakeClient) publish(s string) {
 	fc.hub.publish <- message{from: fc.client, data: []byte(s), count: strings.Count(s, "\n")}
 }
 
+// publishMany publishes the lines "m0\n" to "m<n-1>\n" from fc, one at a
+// time, and returns them.
+func (fc *fakeClient) publishMany(n int) []string {
+	want := make([]string, n)
+	for i := range want {
+		want[i] = fmt.Sprintf("m%d\n", i)
+		fc.publish(want[i])
+	}
+	return want
+}
+
 // settle waits, in the bubble's fake time, until every client in fcs has
 // received n messages or has been removed, and returns how long that took.
 func settle(t *testing.T, n int, fcs ...*fakeClient) time.Duration {
@@ -193,12 +204,7 @@ func TestHubEveryoneBehind(t *testing.T) {
 		for _, fc := range clients {
 			go fc.drain(2*cfg.stallLimit, true) // each write blocks longer than the stall limit
 		}
-		var want []string
-		for i := range 50 {
-			l := fmt.Sprintf("m%d\n", i)
-			clients[0].publish(l)
-			want = append(want, l)
-		}
+		want := clients[0].publishMany(50)
 		settle(t, len(want), clients...)
 		for _, fc := range clients {
 			if diff := cmp.Diff(want, fc.received()); diff != "" {
@@ -228,12 +234,7 @@ func TestHubFrozenClient(t *testing.T) {
 				go slow.freeze()
 
 				start := time.Now()
-				var want []string
-				for i := range 200 {
-					l := fmt.Sprintf("m%d\n", i)
-					alice.publish(l)
-					want = append(want, l)
-				}
+				want := alice.publishMany(200)
 				settle(t, len(want), alice, bob)
 				elapsed := time.Since(start)
 				for _, fc := range []*fakeClient{alice, bob} {
@@ -279,12 +280,7 @@ func TestHubStarvedWriterNotSlow(t *testing.T) {
 		alice, starved := newFakeClient(t, h, "alice"), newFakeClient(t, h, "starved")
 		go alice.drain(0, false)
 		go starved.drain(2*time.Second, false)
-		var want []string
-		for i := range 40 {
-			l := fmt.Sprintf("m%d\n", i)
-			alice.publish(l)
-			want = append(want, l)
-		}
+		want := alice.publishMany(40)
 		settle(t, len(want), alice, starved)
 		for _, fc := range []*fakeClient{alice, starved} {
 			if diff := cmp.Diff(want, fc.received()); diff != "" {

@@ -313,12 +313,7 @@ func TestLimitsRateClose(t *testing.T) {
 	ts.waitClients(t, 2)
 	flood.send(t, "one\ntwo\n")
 	expectLine(t, alice, "one\n")
-	waitFor(t, 5*time.Second, func() error {
-		if ts.m.rateLimited.Load() == 0 {
-			return errors.New("flood's reader is not waiting yet")
-		}
-		return nil
-	})
+	waitThrottled(t, ts.m)
 
 	start := time.Now()
 	ts.serverSide(t, flood).close(reasonSlowClient)
@@ -353,12 +348,7 @@ func TestLimitsRateShutdown(t *testing.T) {
 	ts.waitClients(t, 2)
 	flood.send(t, "one\ntwo\nthree\n")
 	expectLine(t, alice, "one\n")
-	waitFor(t, 5*time.Second, func() error {
-		if s.m.rateLimited.Load() == 0 {
-			return errors.New("flood's reader is not waiting yet")
-		}
-		return nil
-	})
+	waitThrottled(t, s.m)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -404,4 +394,15 @@ func TestLimitsFairness(t *testing.T) {
 	if res.closes != 0 {
 		t.Errorf("closes = %d; want 0: nobody is disconnected", res.closes)
 	}
+}
+
+// waitThrottled waits until a reader is held back by --rate: flood's.
+func waitThrottled(t *testing.T, m *metrics) {
+	t.Helper()
+	waitFor(t, 5*time.Second, func() error {
+		if m.rateLimited.Load() == 0 {
+			return errors.New("flood's reader is not waiting yet")
+		}
+		return nil
+	})
 }

@@ -309,6 +309,22 @@ func readAll(t *testing.T, c *testConn, from string, n, size int) time.Duration 
 	return longest
 }
 
+// frozenFloodLines lines of frozenFloodSize bytes make 1 MB: past a frozen
+// reader's socket buffers and its queue.
+const frozenFloodLines, frozenFloodSize = 2000, 512
+
+// publishPastFrozen has pub publish frozenFloodLines lines and waits until
+// pub and every one of readers has read them all.
+func publishPastFrozen(t *testing.T, pub *testConn, readers ...*testConn) {
+	t.Helper()
+	var wg sync.WaitGroup
+	wg.Go(func() { publishLines(t, pub, frozenFloodLines, frozenFloodSize) })
+	for _, r := range append([]*testConn{pub}, readers...) {
+		wg.Go(func() { readAll(t, r, "pub", frozenFloodLines, frozenFloodSize) })
+	}
+	wg.Wait()
+}
+
 // frozen dials a client that never reads. Its receive buffer is set small
 // before it connects, so its TCP window stays tiny and the server's socket
 // buffer for it does not grow: its queue fills after kilobytes.
@@ -349,13 +365,8 @@ func TestClientSlow(t *testing.T) {
 			ts.waitClients(t, 4)
 			sc := ts.serverSide(t, slow)
 
-			const n, size = 2000, 512 // 1 MB: past slow's socket buffers and its queue
-			var wg sync.WaitGroup
-			wg.Go(func() { publishLines(t, pub, n, size) })
-			wg.Go(func() { readAll(t, pub, "pub", n, size) })
-			wg.Go(func() { readAll(t, alice, "pub", n, size) })
-			wg.Go(func() { readAll(t, bob, "pub", n, size) })
-			wg.Wait()
+			const n = frozenFloodLines
+			publishPastFrozen(t, pub, alice, bob)
 
 			switch policy {
 			case slowDisconnect:

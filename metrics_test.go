@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -153,12 +152,8 @@ func TestMetricsDropped(t *testing.T) {
 	ts.waitClients(t, 3)
 	sc := ts.serverSide(t, slow)
 
-	const n, size = 2000, 512 // 1 MB: past slow's socket buffers and its queue
-	var wg sync.WaitGroup
-	wg.Go(func() { publishLines(t, pub, n, size) })
-	wg.Go(func() { readAll(t, pub, "pub", n, size) })
-	wg.Go(func() { readAll(t, alice, "pub", n, size) })
-	wg.Wait()
+	const n = frozenFloodLines
+	publishPastFrozen(t, pub, alice)
 	waitFor(t, 5*time.Second, func() error {
 		got, err := scrape(t, base)
 		if err != nil {

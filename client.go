@@ -71,10 +71,10 @@ const (
 type client struct {
 	// Immutable after newClient.
 	id          uint64         // process-wide, increasing; "client_id" in logs
-	conn        net.Conn       //
-	hub         *hub           //
+	conn        net.Conn       // the TCP connection, or its TLS wrapper (tls.go)
+	hub         *hub           // the hub c is registered with
 	log         zerolog.Logger // carries client_id and remote
-	connectedAt time.Time      //
+	connectedAt time.Time      // when the accept loop admitted c
 	send        chan *batch    // outbound queue; closed only by the hub
 	writerDone  chan struct{}  // closed when writeLoop returns
 	ingress     *ingress       // --rate: slows readLoop; nil when unlimited (limits.go)
@@ -171,7 +171,7 @@ func (c *client) readFailed(err error, partial int) closeReason {
 		return reasonEOF
 	case errors.Is(err, errMessageTooLong):
 		return reasonMessageTooLong
-	case c.hub.closing.Load() && errors.Is(err, os.ErrDeadlineExceeded):
+	case c.hub.closing() && errors.Is(err, os.ErrDeadlineExceeded):
 		return reasonShutdown
 	}
 	if r := c.closeReason(); r != reasonNone {

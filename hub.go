@@ -2,7 +2,6 @@ package main
 
 import (
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -70,21 +69,18 @@ type hub struct {
 	leave         chan *client  // a client whose readLoop has ended
 	publish       chan message  // messages from readers
 	room          chan struct{} // cap 1: a writer freed room in a stalled client's queue
-	stop          chan struct{} // closed by server.Shutdown: finish once every reader has left
+	stop          chan struct{} // closed by shutdown: finish once every reader has left
 	done          chan struct{} // closed when run returns
 	coalesce      *time.Timer   // runs for --coalesce after a fan-out; see take
-
-	closing  atomic.Bool // set by server.Shutdown before it stops the readers
-	stopOnce sync.Once   // closes stop
+	stopOnce      sync.Once     // closes stop
 
 	// Owned by the hub goroutine (hub.run).
-	clients  []*client // registered clients, in no particular order
-	reading  int       // registered clients whose readLoop has not left
-	draining bool      // stop is closed
-	held     *batch    // messages taken from publish and not yet fanned out (--coalesce)
-	recent   bool      // coalesce is running: the last fan-out was less than --coalesce ago
-	slow     []*client // scratch: clients to disconnect after a fanout
-	stall    *time.Timer
+	clients []*client // registered clients, in no particular order
+	reading int       // registered clients whose readLoop has not left
+	held    *batch    // messages taken from publish and not yet fanned out (--coalesce)
+	recent  bool      // coalesce is running: the last fan-out was less than --coalesce ago
+	slow    []*client // scratch: clients to disconnect after a fanout
+	stall   *time.Timer
 }
 
 // newHub returns a hub for cfg; run starts it.
@@ -120,13 +116,29 @@ func stoppedTimer() *time.Timer {
 	return t
 }
 
-// run is the hub goroutine. It returns after stop is closed and every
+// shutdown tells the hub to finish: from now on a client whose reader leaves
+// stays registered, so that it still gets what the other readers hand over,
+// and run returns once every reader has left. The server calls it before it
+// stops the readers. It is safe to call more than once, and before run.
+func (h *hub) shutdown() { h.stopOnce.Do(func() { close(h.stop) }) }
+
+// closing reports whether shutdown has been called.
+func (h *hub) closing() bool {
+	select {
+	case <-h.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// run is the hub goroutine. It returns after shutdown and once every
 // registered client's readLoop has left, having closed every send channel,
 // so that writers flush what is queued and exit.
 func (h *hub) run() {
 	defer close(h.done)
-	stop := h.stop
-	for !h.draining || h.reading > 0 {
+	stop := h.stop // nil once received: the hub is draining
+	for stop != nil || h.reading > 0 {
 		select {
 		case c := <-h.join:
 			h.flush() // c gets what is read from now on, not what was held
@@ -146,7 +158,7 @@ func (h *hub) run() {
 			h.recent = false
 			h.flush()
 		case <-stop:
-			h.draining, stop = true, nil
+			stop = nil
 		}
 	}
 	h.flush()
@@ -191,9 +203,9 @@ func (h *hub) left(c *client) {
 	}
 	c.reading = false
 	h.reading--
-	// closing, not draining: Shutdown sets it before it stops the readers,
-	// and a leave may reach the hub before stop does.
-	if !h.closing.Load() {
+	// closing, not run's own view: a leave may reach the hub before stop
+	// does, and shutdown comes before the readers are stopped.
+	if !h.closing() {
 		h.remove(c, reasonNone)
 	}
 }

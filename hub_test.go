@@ -123,8 +123,7 @@ func startHub(cfg config) *hub {
 // stopHub stops h the way Shutdown does, makes every reader leave, and
 // waits for the hub to exit.
 func stopHub(h *hub, clients ...*fakeClient) {
-	h.closing.Store(true)
-	close(h.stop)
+	h.shutdown()
 	for _, fc := range clients {
 		h.unregister(fc.client)
 	}
@@ -329,8 +328,7 @@ func TestHubDrain(t *testing.T) {
 		alice, bob := newFakeClient(t, h, "alice"), newFakeClient(t, h, "bob")
 		go alice.drain(0, false)
 		go bob.drain(0, false)
-		h.closing.Store(true)
-		close(h.stop)
+		h.shutdown()
 		h.unregister(bob.client) // bob's reader stops first
 		alice.publish("late\n")  // alice's reader hands over its last line
 		h.unregister(alice.client)

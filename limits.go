@@ -123,7 +123,7 @@ func (s *server) refuse(conn net.Conn, r closeReason, notice string) {
 // A client has none when --rate is 0.
 type ingress struct {
 	// Immutable after newIngress.
-	limiter *rate.Limiter //
+	limiter *rate.Limiter // --rate tokens per second, --burst deep
 	burst   int           // limiter's burst: the most messages one wait may cover
 	closed  chan struct{} // closed by stop, when the client closes
 

@@ -211,16 +211,16 @@ func (s *server) handshake(c *client) bool {
 	if !ok {
 		return true
 	}
-	// Shutdown sets inShutdown and then the read deadline to now, to stop
-	// the handshake; each inShutdown check below comes after a deadline
+	// Shutdown closes quit and then sets the read deadline to now, to stop
+	// the handshake; each shuttingDown check below comes after a deadline
 	// change that may have undone that, and so sees it.
 	tc.SetDeadline(time.Now().Add(s.cfg.handshakeTimeout))
 	var err error
-	if !s.inShutdown.Load() {
+	if !s.shuttingDown() {
 		err = tc.Handshake()
 	}
 	tc.SetDeadline(time.Time{})
-	if s.inShutdown.Load() {
+	if s.shuttingDown() {
 		c.setReason(reasonShutdown)
 		return false
 	}

@@ -14,6 +14,7 @@ import (
 	"testing/fstest"
 	"unicode"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/urfave/cli/v2"
 )
 
@@ -150,9 +151,8 @@ func TestCheckDocs(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := checkDocs(tt.files)
-			if !slices.Equal(got, tt.want) {
-				t.Errorf("checkDocs() =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			if diff := cmp.Diff(tt.want, checkDocs(tt.files)); diff != "" {
+				t.Errorf("checkDocs() problems (-want +got):\n%s", diff)
 			}
 		})
 	}

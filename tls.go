@@ -22,7 +22,7 @@ var errNoCertificates = errors.New("no certificates found")
 // A certStore holds what the server presents and checks in TLS handshakes:
 // its certificate, from --tls-cert and --tls-key, and with --tls-client-ca
 // the pool of CAs a client certificate must be signed by. reload re-reads
-// the files (README: SIGHUP); handshakes already done are unaffected.
+// the files (docs/tls.md: SIGHUP); handshakes already done are unaffected.
 type certStore struct {
 	// Immutable after loadCertStore.
 	certFile, keyFile, caFile string
@@ -78,7 +78,7 @@ func (st *certStore) reload() error {
 // reloadOn re-reads the files on every signal from hup until ctx is done. It
 // is serve's SIGHUP goroutine. A failed reload keeps the current
 // certificates; new handshakes get the new ones, and connections already up
-// are unaffected (README).
+// are unaffected (docs/tls.md).
 func (st *certStore) reloadOn(ctx context.Context, hup <-chan os.Signal, log zerolog.Logger) {
 	for {
 		select {

@@ -274,16 +274,28 @@ func (c *client) flush(w *outbuf) error {
 	return err
 }
 
-// dequeue takes n messages of size bytes off c's pending counts and wakes the
-// hub if it is waiting for room in c's queue.
+// dequeue takes n messages of size bytes off c's pending counts. It wakes the
+// hub if it is waiting for room in c's queue, or if c's queue is now empty and
+// the hub holds messages until the writers are done (hub.take).
 func (c *client) dequeue(n, size int) {
-	c.pendingMsgs.Add(-int64(n))
+	if n == 0 {
+		return
+	}
+	h := c.hub
 	c.pendingBytes.Add(-int64(size))
+	if c.pendingMsgs.Add(-int64(n)) == 0 && h.busy.Add(-1) <= h.settled.Load() && h.holding.Load() {
+		wake(h.ready)
+	}
 	if c.stalled.Load() {
-		select {
-		case c.hub.room <- struct{}{}:
-		default:
-		}
+		wake(h.room)
+	}
+}
+
+// wake wakes whoever waits on ch, a channel of capacity 1, without blocking.
+func wake(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
 }
 

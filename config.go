@@ -108,7 +108,7 @@ func serveFlags() []cli.Flag {
 		str("slow", d.slow.String(), "`POLICY` for a client that falls behind: disconnect or drop"),
 		dur("stall-limit", d.stallLimit, "let a stuck client hold up the stream for `DUR` before --slow applies"),
 		dur("write-timeout", d.writeTimeout, "close a client whose write blocks longer than `DUR`"),
-		dur("coalesce", d.coalesce, "after a fan-out, gather messages for up to `DUR`, 0 = off"),
+		dur("coalesce", d.coalesce, "longest the hub holds messages for busy writers (`DUR`), 0 = never"),
 		&cli.IntFlag{Name: "max-clients", Value: d.maxClients, Usage: "most clients at once (`N`), 0 = unlimited", EnvVars: env("max-clients")},
 		&cli.StringSliceFlag{Name: "allow", Usage: "admit clients only from this `CIDR` or address (repeatable)", EnvVars: env("allow")},
 		&cli.StringSliceFlag{Name: "deny", Usage: "refuse clients from this `CIDR` or address, even if allowed (repeatable)", EnvVars: env("deny")},

@@ -1,4 +1,4 @@
-package main
+package loadgen
 
 import (
 	"context"
@@ -20,37 +20,37 @@ import (
 // Bounds of one run. Every wait in a run is bounded by one of these, by the
 // schedule, or by ctx.
 const (
-	benchDialTimeout     = 5 * time.Second        // per connection, TLS handshake included
-	benchDialConcurrency = 8                      // connections dialled at once
-	benchReadyTimeout    = 10 * time.Second       // for every subscriber to see a probe
-	benchProbeEvery      = 50 * time.Millisecond  // probe resend interval while waiting
-	benchStartDelay      = 10 * time.Millisecond  // from the barrier to the first message
-	benchFlushGrace      = 2 * time.Second        // a publisher's last flush may take this long after the end
-	benchDrainIdle       = 2 * time.Second        // the drain stops after this long without a delivery
-	benchDrainMax        = 10 * time.Second       // and after this long in any case
-	benchDrainPoll       = 10 * time.Millisecond  // how often the drain looks at the counters
-	benchFlushEvery      = 256                    // unthrottled publishers flush after this many messages
-	benchReadBuffer      = 32 << 10               // a subscriber's read buffer, at least two messages
-	benchWriteBuffer     = 64 << 10               // a publisher's bufio.Writer, at least one message
-	benchMaxLatency      = int64(time.Hour / 1e3) // in µs; larger latencies are recorded as this
+	dialTimeout     = 5 * time.Second        // per connection, TLS handshake included
+	dialConcurrency = 8                      // connections dialled at once
+	readyTimeout    = 10 * time.Second       // for every subscriber to see a probe
+	probeEvery      = 50 * time.Millisecond  // probe resend interval while waiting
+	startDelay      = 10 * time.Millisecond  // from the barrier to the first message
+	flushGrace      = 2 * time.Second        // a publisher's last flush may take this long after the end
+	drainIdle       = 2 * time.Second        // the drain stops after this long without a delivery
+	drainMax        = 10 * time.Second       // and after this long in any case
+	drainPoll       = 10 * time.Millisecond  // how often the drain looks at the counters
+	flushEvery      = 256                    // unthrottled publishers flush after this many messages
+	readBuffer      = 32 << 10               // a subscriber's read buffer, at least two messages
+	writeBuffer     = 64 << 10               // a publisher's bufio.Writer, at least one message
+	maxLatency      = int64(time.Hour / 1e3) // in µs; larger latencies are recorded as this
 )
 
-// A benchRun is one timed run: its connections and the measurement window
-// they share. runBench makes one per run, and a --find-max search one per
+// A run is one timed run: its connections and the measurement window
+// they share. Run makes one per run, and a --find-max search one per
 // probe.
-type benchRun struct {
-	// Immutable after newBenchRun.
-	opts     benchOptions
+type run struct {
+	// Immutable after newRun.
+	opts     Options
 	wire     int // bytes per message on the connection
 	probeLen int // payload bytes of a probe, '\n' included in line framing
 
 	// Set by dialAll, then immutable.
-	subs []*benchSubscriber
-	pubs []*benchPublisher
+	subs []*subscriber
+	pubs []*publisher
 
 	// Set before the first message is sent. They are MaxInt64 until then, so
 	// that a readLoop counts nothing in the window early.
-	winStart atomic.Int64 // on benchNow's clock: warmup ends, measurement starts
+	winStart atomic.Int64 // on nanotime's clock: warmup ends, measurement starts
 	winEnd   atomic.Int64 // measurement and publishing end
 
 	closing  atomic.Bool   // set before bench closes the connections: a read error after it is no disconnect
@@ -62,32 +62,32 @@ type benchRun struct {
 	wg sync.WaitGroup // every goroutine the run starts; close waits for it
 }
 
-// newBenchRun prepares a run of opts, which must be valid.
-func newBenchRun(opts benchOptions) *benchRun {
-	r := &benchRun{
+// newRun prepares a run of opts, which must be valid.
+func newRun(opts Options) *run {
+	r := &run{
 		opts:     opts,
-		wire:     benchWireSize(opts.framing, opts.size),
-		probeLen: benchProbeLen,
+		wire:     wireSize(opts.Framing, opts.Size),
+		probeLen: probePayloadLen,
 		ready:    make(chan struct{}),
 		draining: make(chan struct{}),
 	}
-	if opts.framing == benchLine {
+	if opts.Framing == Line {
 		r.probeLen++
 	}
 	r.winStart.Store(math.MaxInt64)
 	r.winEnd.Store(math.MaxInt64)
-	r.unready.Store(int64(opts.subs))
+	r.unready.Store(int64(opts.Subs))
 	return r
 }
 
-// benchMeasure performs one run and returns its figures. It prints nothing
+// measure performs one run and returns its figures. It prints nothing
 // but the progress lines. Every connection is closed and every goroutine has
 // returned when it returns.
-func benchMeasure(ctx context.Context, opts benchOptions) (benchResult, error) {
-	r := newBenchRun(opts)
+func measure(ctx context.Context, opts Options) (Result, error) {
+	r := newRun(opts)
 	defer r.close()
 	if err := r.dialAll(ctx); err != nil {
-		return benchResult{}, err
+		return Result{}, err
 	}
 	// On cancel, unblock every read and write at once. The deferred stop
 	// waits for abort if it has started, so that it cannot outlive the run.
@@ -110,25 +110,25 @@ func benchMeasure(ctx context.Context, opts benchOptions) (benchResult, error) {
 		r.wg.Go(func() { _, _ = io.Copy(io.Discard, p.conn) })
 	}
 	if err := r.barrier(ctx); err != nil {
-		return benchResult{}, err
+		return Result{}, err
 	}
 
 	// Schedule: warmup [t0, ws), measurement [ws, we); publishing stops at we.
-	t0 := benchNow() + int64(benchStartDelay)
-	ws := t0 + int64(opts.warmup)
-	we := ws + int64(opts.duration)
+	t0 := nanotime() + int64(startDelay)
+	ws := t0 + int64(opts.Warmup)
+	we := ws + int64(opts.Duration)
 	r.winStart.Store(ws)
 	r.winEnd.Store(we)
-	if opts.progress != nil {
-		r.wg.Go(func() { r.progressLoop(opts.progress) })
+	if opts.Progress != nil {
+		r.wg.Go(func() { r.progressLoop(opts.Progress) })
 	}
-	var pacers []benchPacer
-	if opts.rate > 0 {
-		pacers = benchPacers(opts.rate, opts.pubs, t0)
+	var pacers []pacer
+	if opts.Rate > 0 {
+		pacers = newPacers(opts.Rate, opts.Pubs, t0)
 	}
 	var pubs sync.WaitGroup
 	for i, p := range r.pubs {
-		var pacer *benchPacer
+		var pacer *pacer
 		if pacers != nil {
 			pacer = &pacers[i]
 		}
@@ -137,7 +137,7 @@ func benchMeasure(ctx context.Context, opts benchOptions) (benchResult, error) {
 	pubs.Wait()
 	r.stopProgress()
 	if err := ctx.Err(); err != nil {
-		return benchResult{}, fmt.Errorf("bench: %w", err)
+		return Result{}, fmt.Errorf("bench: %w", err)
 	}
 	var published int64
 	for _, p := range r.pubs {
@@ -145,31 +145,31 @@ func benchMeasure(ctx context.Context, opts benchOptions) (benchResult, error) {
 	}
 	r.drain(ctx, published)
 	if err := ctx.Err(); err != nil {
-		return benchResult{}, fmt.Errorf("bench: %w", err)
+		return Result{}, fmt.Errorf("bench: %w", err)
 	}
 	r.close()
 	return r.result(), nil
 }
 
 // dial opens one connection to the server, TLS if configured.
-func (r *benchRun) dial(ctx context.Context) (net.Conn, error) {
-	d := &net.Dialer{Timeout: benchDialTimeout}
+func (r *run) dial(ctx context.Context) (net.Conn, error) {
+	d := &net.Dialer{Timeout: dialTimeout}
 	var c net.Conn
 	var err error
-	if r.opts.tlsConfig != nil {
-		c, err = (&tls.Dialer{NetDialer: d, Config: r.opts.tlsConfig}).DialContext(ctx, "tcp", r.opts.addr)
+	if r.opts.TLSConfig != nil {
+		c, err = (&tls.Dialer{NetDialer: d, Config: r.opts.TLSConfig}).DialContext(ctx, "tcp", r.opts.Addr)
 	} else {
-		c, err = d.DialContext(ctx, "tcp", r.opts.addr)
+		c, err = d.DialContext(ctx, "tcp", r.opts.Addr)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("bench: dial %s: %w", r.opts.addr, benchDialCause(err))
+		return nil, fmt.Errorf("bench: dial %s: %w", r.opts.Addr, dialCause(err))
 	}
 	return c, nil
 }
 
-// benchDialCause strips what a dial error repeats of "dial ADDR", leaving
+// dialCause strips what a dial error repeats of "dial ADDR", leaving
 // its cause ("connection refused"), which errors.Is still sees through.
-func benchDialCause(err error) error {
+func dialCause(err error) error {
 	var op *net.OpError
 	if errors.As(err, &op) {
 		err = op.Err
@@ -183,10 +183,10 @@ func benchDialCause(err error) error {
 
 // dialAll connects every subscriber, then every publisher. On error it
 // leaves what it opened for close.
-func (r *benchRun) dialAll(ctx context.Context) error {
-	conns := make([]net.Conn, r.opts.subs+r.opts.pubs)
+func (r *run) dialAll(ctx context.Context) error {
+	conns := make([]net.Conn, r.opts.Subs+r.opts.Pubs)
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(benchDialConcurrency)
+	g.SetLimit(dialConcurrency)
 	for i := range conns {
 		g.Go(func() error {
 			c, err := r.dial(gctx)
@@ -199,18 +199,18 @@ func (r *benchRun) dialAll(ctx context.Context) error {
 		if c == nil {
 			continue
 		}
-		if i < r.opts.subs {
-			r.subs = append(r.subs, &benchSubscriber{
+		if i < r.opts.Subs {
+			r.subs = append(r.subs, &subscriber{
 				run:  r,
 				conn: c,
 				done: make(chan struct{}),
-				seqs: make([]benchSeq, r.opts.pubs),
+				seqs: make([]sequence, r.opts.Pubs),
 				// 3 significant digits: 0.1% resolution. Packed (sparse) since
 				// a dense histogram of this range is ~190 KB per subscriber.
-				hist: hdrhistogram.NewPacked(1, benchMaxLatency, 3),
+				hist: hdrhistogram.NewPacked(1, maxLatency, 3),
 			})
 		} else {
-			r.pubs = append(r.pubs, &benchPublisher{id: len(r.pubs), run: r, conn: c})
+			r.pubs = append(r.pubs, &publisher{id: len(r.pubs), run: r, conn: c})
 		}
 	}
 	if err != nil && ctx.Err() != nil {
@@ -222,17 +222,17 @@ func (r *benchRun) dialAll(ctx context.Context) error {
 // barrier makes the first publisher send probes until every subscriber has
 // seen one: then the server has registered them all, and every message sent
 // after barrier returns reaches every subscriber.
-func (r *benchRun) barrier(ctx context.Context) error {
-	timeout := time.NewTimer(benchReadyTimeout)
+func (r *run) barrier(ctx context.Context) error {
+	timeout := time.NewTimer(readyTimeout)
 	defer timeout.Stop()
-	tick := time.NewTicker(benchProbeEvery)
+	tick := time.NewTicker(probeEvery)
 	defer tick.Stop()
 	pub := r.pubs[0]
-	if err := pub.conn.SetWriteDeadline(time.Now().Add(benchReadyTimeout)); err != nil {
+	if err := pub.conn.SetWriteDeadline(time.Now().Add(readyTimeout)); err != nil {
 		return fmt.Errorf("bench: probe: %w", err)
 	}
 	for nonce := uint64(0); ; nonce++ {
-		if _, err := pub.conn.Write(benchProbe(r.opts.framing, nonce)); err != nil {
+		if _, err := pub.conn.Write(probeFrame(r.opts.Framing, nonce)); err != nil {
 			return fmt.Errorf("bench: probe: %w", err)
 		}
 		select {
@@ -242,7 +242,7 @@ func (r *benchRun) barrier(ctx context.Context) error {
 			return fmt.Errorf("bench: %w", ctx.Err())
 		case <-timeout.C:
 			return fmt.Errorf("bench: %d of %d subscribers saw no probe within %v",
-				r.unready.Load(), r.opts.subs, benchReadyTimeout)
+				r.unready.Load(), r.opts.Subs, readyTimeout)
 		case <-tick.C:
 		}
 		for i, s := range r.subs {
@@ -256,14 +256,14 @@ func (r *benchRun) barrier(ctx context.Context) error {
 }
 
 // drain waits until every subscriber still connected has received published
-// messages, deliveries stall for benchDrainIdle, benchDrainMax passes, or ctx
+// messages, deliveries stall for drainIdle, drainMax passes, or ctx
 // is done.
-func (r *benchRun) drain(ctx context.Context, published int64) {
-	tick := time.NewTicker(benchDrainPoll)
+func (r *run) drain(ctx context.Context, published int64) {
+	tick := time.NewTicker(drainPoll)
 	defer tick.Stop()
 	start := time.Now()
 	lastSum, lastChange := int64(-1), start
-	for time.Since(start) < benchDrainMax && time.Since(lastChange) < benchDrainIdle {
+	for time.Since(start) < drainMax && time.Since(lastChange) < drainIdle {
 		var sum int64
 		complete := true
 		for _, s := range r.subs {
@@ -290,7 +290,7 @@ func (r *benchRun) drain(ctx context.Context, published int64) {
 }
 
 // progressLoop prints one line per second to w until publishing is over.
-func (r *benchRun) progressLoop(w io.Writer) {
+func (r *run) progressLoop(w io.Writer) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var lastPub, lastSub uint64
@@ -314,16 +314,16 @@ func (r *benchRun) progressLoop(w io.Writer) {
 			}
 		}
 		fmt.Fprintf(w, "bench: %ds: published %d msgs/s, delivered %d msgs/s, %d of %d subscribers disconnected\n",
-			secs, pub-lastPub, sub-lastSub, gone, r.opts.subs)
+			secs, pub-lastPub, sub-lastSub, gone, r.opts.Subs)
 		lastPub, lastSub = pub, sub
 	}
 }
 
 // stopProgress ends the progress loop. It may run more than once.
-func (r *benchRun) stopProgress() { r.drainOne.Do(func() { close(r.draining) }) }
+func (r *run) stopProgress() { r.drainOne.Do(func() { close(r.draining) }) }
 
 // abort unblocks every read and write of the run, at once; close cleans up.
-func (r *benchRun) abort() {
+func (r *run) abort() {
 	r.closing.Store(true)
 	now := time.Now()
 	for _, s := range r.subs {
@@ -336,7 +336,7 @@ func (r *benchRun) abort() {
 
 // close closes every connection and waits for every goroutine of the run. It
 // may run more than once.
-func (r *benchRun) close() {
+func (r *run) close() {
 	r.abort()
 	r.stopProgress()
 	for _, s := range r.subs {

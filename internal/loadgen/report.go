@@ -1,4 +1,4 @@
-package main
+package loadgen
 
 import (
 	"encoding/json"
@@ -10,16 +10,16 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
-// A benchResult is the figures of one run, as --json prints them. Rates and
+// A Result is the figures of one run, as --json prints them. Rates and
 // latencies cover the measurement window only (after --warmup); the counts
 // cover the whole run, warmup and drain included.
-type benchResult struct {
+type Result struct {
 	Addr      string  `json:"addr"`
 	Framing   string  `json:"framing"`
 	TLS       bool    `json:"tls"`
 	Subs      int     `json:"subs"`
 	Pubs      int     `json:"pubs"`
-	Size      int     `json:"size"`       // bytes per message, see benchmsg.go
+	Size      int     `json:"size"`       // bytes per message, see msg.go
 	Rate      float64 `json:"rate"`       // offered msgs/s over all publishers; 0 = unthrottled
 	DurationS float64 `json:"duration_s"` // the measurement window
 	WarmupS   float64 `json:"warmup_s"`
@@ -52,15 +52,15 @@ type benchResult struct {
 }
 
 // result aggregates what the run's goroutines measured. It runs after close.
-func (r *benchRun) result() benchResult {
+func (r *run) result() Result {
 	o := r.opts
-	res := benchResult{
-		Addr: o.addr, Framing: o.framing, TLS: o.tlsConfig != nil,
-		Subs: o.subs, Pubs: o.pubs, Size: o.size, Rate: o.rate,
-		DurationS: o.duration.Seconds(), WarmupS: o.warmup.Seconds(),
+	res := Result{
+		Addr: o.Addr, Framing: o.Framing, TLS: o.TLSConfig != nil,
+		Subs: o.Subs, Pubs: o.Pubs, Size: o.Size, Rate: o.Rate,
+		DurationS: o.Duration.Seconds(), WarmupS: o.Warmup.Seconds(),
 		LatencyFrom: "written",
 	}
-	if o.rate > 0 {
+	if o.Rate > 0 {
 		res.LatencyFrom = "scheduled"
 	}
 	var sent []uint64
@@ -76,7 +76,7 @@ func (r *benchRun) result() benchResult {
 			}
 		}
 	}
-	hist := hdrhistogram.New(1, benchMaxLatency, 3)
+	hist := hdrhistogram.New(1, maxLatency, 3)
 	var inWindow int64
 	for i, s := range r.subs {
 		s.hist.MergeInto(hist)
@@ -96,13 +96,13 @@ func (r *benchRun) result() benchResult {
 			res.Lost += int64(s.seqs[p].missing(n))
 		}
 	}
-	res.Expected = res.Published * int64(o.subs)
-	secs := o.duration.Seconds()
-	res.PublishedMsgsPerS = benchRound(float64(sentInWindow) / secs)
-	res.DeliveredMsgsPerS = benchRound(float64(inWindow) / secs)
-	res.DeliveredMBPerS = benchRound(float64(inWindow) * float64(r.wire) / secs / 1e6)
+	res.Expected = res.Published * int64(o.Subs)
+	secs := o.Duration.Seconds()
+	res.PublishedMsgsPerS = round2(float64(sentInWindow) / secs)
+	res.DeliveredMsgsPerS = round2(float64(inWindow) / secs)
+	res.DeliveredMBPerS = round2(float64(inWindow) * float64(r.wire) / secs / 1e6)
 	if sentInWindow > 0 {
-		res.DeliveryRatio = math.Round(float64(inWindow)/float64(sentInWindow*int64(o.subs))*1e4) / 1e4
+		res.DeliveryRatio = math.Round(float64(inWindow)/float64(sentInWindow*int64(o.Subs))*1e4) / 1e4
 	}
 	res.LatencySamples = hist.TotalCount()
 	res.LatencyP50Us = hist.ValueAtQuantile(50)
@@ -113,14 +113,14 @@ func (r *benchRun) result() benchResult {
 	return res
 }
 
-// benchRound rounds v to two decimals, enough for rates in the report.
-func benchRound(v float64) float64 { return math.Round(v*100) / 100 }
+// round2 rounds v to two decimals, enough for rates in the report.
+func round2(v float64) float64 { return math.Round(v*100) / 100 }
 
-// benchMicros formats a latency in µs as a duration: "85µs", "1.234ms".
-func benchMicros(us int64) string { return (time.Duration(us) * time.Microsecond).String() }
+// micros formats a latency in µs as a duration: "85µs", "1.234ms".
+func micros(us int64) string { return (time.Duration(us) * time.Microsecond).String() }
 
 // writeTable prints res for people.
-func (res benchResult) writeTable(w io.Writer) error {
+func (res Result) writeTable(w io.Writer) error {
 	rate := "unthrottled"
 	if res.Rate > 0 {
 		rate = fmt.Sprintf("%.0f msgs/s offered", res.Rate)
@@ -132,8 +132,8 @@ func (res benchResult) writeTable(w io.Writer) error {
 	latency := "none: no message sent in the window was received"
 	if res.LatencySamples > 0 {
 		latency = fmt.Sprintf("p50 %s, p90 %s, p99 %s, p99.9 %s, max %s (from the %s send time, %d samples)",
-			benchMicros(res.LatencyP50Us), benchMicros(res.LatencyP90Us), benchMicros(res.LatencyP99Us),
-			benchMicros(res.LatencyP999Us), benchMicros(res.LatencyMaxUs), res.LatencyFrom, res.LatencySamples)
+			micros(res.LatencyP50Us), micros(res.LatencyP90Us), micros(res.LatencyP99Us),
+			micros(res.LatencyP999Us), micros(res.LatencyMaxUs), res.LatencyFrom, res.LatencySamples)
 	}
 	_, err := fmt.Fprintf(w, `target       %s (%s%s)
 load         %d subs, %d pubs, %d B messages, %s, %v measured after %v warmup
@@ -144,7 +144,7 @@ deliveries   %d expected, %d received
 errors       %d lost, %d duplicates, %d reordered, %d corrupt, %d/%d subs disconnected, %d publisher errors
 `,
 		res.Addr, res.Framing, tls,
-		res.Subs, res.Pubs, res.Size, rate, benchSeconds(res.DurationS), benchSeconds(res.WarmupS),
+		res.Subs, res.Pubs, res.Size, rate, seconds(res.DurationS), seconds(res.WarmupS),
 		res.PublishedMsgsPerS,
 		res.DeliveredMsgsPerS, res.DeliveredMBPerS, 100*res.DeliveryRatio,
 		latency,
@@ -156,11 +156,11 @@ errors       %d lost, %d duplicates, %d reordered, %d corrupt, %d/%d subs discon
 	return err
 }
 
-// benchSeconds turns a JSON duration back into a time.Duration for printing.
-func benchSeconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+// seconds turns a JSON duration back into a time.Duration for printing.
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
-// benchWriteJSON prints v as one JSON object on one line.
-func benchWriteJSON(w io.Writer, v any) error {
+// writeJSON prints v as one JSON object on one line.
+func writeJSON(w io.Writer, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err

@@ -26,9 +26,18 @@ message's scheduled send time, so a server that pushes back shows up as
 latency. With --find-max, bench runs probes at growing, then bisected, rates
 and reports the highest rate sustained: no loss, no disconnect, at least 98%
 of the offered rate published and of the expected deliveries made in the
-window, and p99 latency within --slo.`,
+window, and p99 latency within --slo.
+
+--addr takes HOST:PORT for a line-based TCP hub (echohub, ncat --broker), a
+URL for another kind of server: redis://HOST:PORT (Redis pub/sub),
+nats://HOST:PORT (NATS core pub/sub), ws://HOST:PORT/PATH (a WebSocket hub;
+--ws turns HOST:PORT into ws://HOST:PORT/ws), and a comma-separated list for
+several nodes of one hub. Subscribers and publishers are spread over the
+nodes round-robin, and bench reports how many subscribers saw the messages
+they all received in another order than the first subscriber.`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:7000", Usage: "`HOST:PORT` of the hub"},
+			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:7000", Usage: "`ADDR` of the hub: HOST:PORT, redis://HOST:PORT, nats://HOST:PORT or ws://HOST:PORT/PATH; comma-separated for several nodes"},
+			&cli.BoolFlag{Name: "ws", Usage: "drive a WebSocket hub at ws://HOST:PORT/ws, one message per WebSocket message"},
 			&cli.StringFlag{Name: "framing", Value: loadgen.Line, Usage: "message `FRAMING`: line or len32"},
 			&cli.IntFlag{Name: "subs", Value: 10, Usage: "`N` subscriber connections"},
 			&cli.IntFlag{Name: "pubs", Value: 1, Usage: "`N` publisher connections"},
@@ -71,6 +80,7 @@ func benchOptionsFromCLI(cCtx *cli.Context) (loadgen.Options, error) {
 	}
 	opts := loadgen.Options{
 		Addr:     cCtx.String("addr"),
+		WS:       cCtx.Bool("ws"),
 		Framing:  cCtx.String("framing"),
 		Subs:     cCtx.Int("subs"),
 		Pubs:     cCtx.Int("pubs"),
@@ -95,7 +105,9 @@ func benchOptionsFromCLI(cCtx *cli.Context) (loadgen.Options, error) {
 		}
 		return opts, nil
 	}
+	// No address for the server name: each dial takes it from its node's
+	// address, as there may be several.
 	var err error
-	opts.TLSConfig, err = clientTLSConfig(opts.Addr, cCtx.Path("tls-ca"), cCtx.Path("tls-cert"), cCtx.Path("tls-key"), cCtx.Bool("tls-insecure"))
+	opts.TLSConfig, err = clientTLSConfig("", cCtx.Path("tls-ca"), cCtx.Path("tls-cert"), cCtx.Path("tls-key"), cCtx.Bool("tls-insecure"))
 	return opts, err
 }

@@ -24,35 +24,29 @@ func TestMain(m *testing.M) {
 
 // fakeHub is a minimal broadcast hub for the bench tests: every frame read
 // from any connection is written to every connection, the sender included.
+// It may listen on several addresses, and relay to a peer hub (bridge).
 type fakeHub struct {
-	// Immutable after startFakeHub.
+	// Immutable after newFakeHub.
 	framing   string
-	ln        net.Listener
-	kickAfter int // after this many messages, close every connection that never sent; 0 = never
+	kickAfter int           // after this many messages, close every connection that never sent; 0 = never
+	done      chan struct{} // closed in Cleanup
 
-	mu       sync.Mutex
+	mu       sync.Mutex        // guards the fields below
 	conns    map[net.Conn]bool // value: the connection has sent a frame
 	messages int               // 'M' frames broadcast
 	closed   bool
+	peer     *fakeHub // set by bridge: what this hub's clients send is relayed there
+	relayed  []byte   // frames for peer not yet relayed
 
-	wg sync.WaitGroup // acceptLoop and every readLoop
+	wg sync.WaitGroup // every acceptLoop, readLoop and relayLoop
 }
 
-// startFakeHub starts a fakeHub on 127.0.0.1 and returns its address. It
-// stops in t.Cleanup. With tlsConfig non-nil it speaks TLS.
-func startFakeHub(t *testing.T, framing string, tlsConfig *tls.Config, kickAfter int) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tlsConfig != nil {
-		ln = tls.NewListener(ln, tlsConfig)
-	}
-	h := &fakeHub{framing: framing, ln: ln, kickAfter: kickAfter, conns: map[net.Conn]bool{}}
-	h.wg.Go(h.acceptLoop)
+// newFakeHub returns a fakeHub that listens nowhere yet. It stops in
+// t.Cleanup.
+func newFakeHub(t *testing.T, framing string, kickAfter int) *fakeHub {
+	h := &fakeHub{framing: framing, kickAfter: kickAfter, done: make(chan struct{}), conns: map[net.Conn]bool{}}
 	t.Cleanup(func() {
-		ln.Close()
+		close(h.done)
 		h.mu.Lock()
 		h.closed = true
 		for c := range h.conns {
@@ -61,19 +55,74 @@ func startFakeHub(t *testing.T, framing string, tlsConfig *tls.Config, kickAfter
 		h.mu.Unlock()
 		h.wg.Wait()
 	})
+	return h
+}
+
+// listen makes h accept connections on a new address on 127.0.0.1, and
+// returns it. With tlsConfig non-nil it speaks TLS there.
+func (h *fakeHub) listen(t *testing.T, tlsConfig *tls.Config) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	}
+	t.Cleanup(func() { ln.Close() }) // before h's Cleanup, which waits for acceptLoop
+	h.wg.Go(func() { h.acceptLoop(ln) })
 	return ln.Addr().String()
 }
 
-// acceptLoop returns when the listener is closed.
-func (h *fakeHub) acceptLoop() {
+// startFakeHub starts a fakeHub on one address on 127.0.0.1 and returns it.
+func startFakeHub(t *testing.T, framing string, tlsConfig *tls.Config, kickAfter int) string {
+	t.Helper()
+	return newFakeHub(t, framing, kickAfter).listen(t, tlsConfig)
+}
+
+// bridge links a and b as two nodes of a badly made cluster: each delivers
+// what its own clients send at once, and relays it to the other in batches,
+// every interval. Nothing is lost, but the two nodes' clients see the
+// messages in different orders, which is what the order check must catch.
+func bridge(a, b *fakeHub, interval time.Duration) {
+	a.peer, b.peer = b, a
+	a.wg.Go(func() { a.relayLoop(interval) })
+	b.wg.Go(func() { b.relayLoop(interval) })
+}
+
+// relayLoop hands what h's clients sent to h's peer every interval. It
+// returns when h stops.
+func (h *fakeHub) relayLoop(interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
 	for {
-		c, err := h.ln.Accept()
+		select {
+		case <-h.done:
+			return
+		case <-tick.C:
+		}
+		h.mu.Lock()
+		batch := h.relayed
+		h.relayed = nil
+		h.mu.Unlock()
+		if len(batch) > 0 {
+			h.peer.broadcast(batch, 0)
+		}
+	}
+}
+
+// acceptLoop returns when ln is closed.
+func (h *fakeHub) acceptLoop(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
 		h.mu.Lock()
 		if h.closed {
+			h.mu.Unlock()
 			c.Close()
+			continue
 		}
 		h.conns[c] = false
 		h.mu.Unlock()
@@ -120,19 +169,48 @@ func (h *fakeHub) readLoop(c net.Conn) {
 			return
 		}
 		h.conns[c] = true
-		h.messages += messages
-		for o := range h.conns {
-			o.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			o.Write(batch)
-		}
-		if h.kickAfter > 0 && h.messages >= h.kickAfter {
-			for o, sent := range h.conns {
-				if !sent {
-					o.Close()
-				}
-			}
+		if h.peer != nil {
+			h.relayed = append(h.relayed, batch...)
 		}
 		h.mu.Unlock()
+		h.broadcast(batch, messages)
+	}
+}
+
+// broadcast writes batch, holding messages 'M' frames, to every connection.
+func (h *fakeHub) broadcast(batch []byte, messages int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.messages += messages
+	for o := range h.conns {
+		o.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		o.Write(batch)
+	}
+	if h.kickAfter > 0 && h.messages >= h.kickAfter {
+		for o, sent := range h.conns {
+			if !sent {
+				o.Close()
+			}
+		}
+	}
+}
+
+// waitFor polls f every few milliseconds until it returns nil, and fails t
+// with f's last error if that takes longer than timeout.
+func waitFor(t *testing.T, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		<-tick.C
 	}
 }
 

@@ -9,12 +9,22 @@
 // their report to the writer they are given and return the figures. No
 // connection or goroutine outlives either call.
 //
+// It drives four kinds of server, named by Options.Addr: a broadcast hub
+// that speaks line or len32 framing over TCP (echohub, ncat --broker), the
+// same over WebSocket, Redis pub/sub and NATS core pub/sub, each with the
+// same accounting, so that their figures compare. Several comma-separated
+// addresses are several nodes of one hub: the connections are spread over
+// them, and the run also checks that every subscriber saw one order.
+//
 // The package is spread over:
 //   - loadgen.go: Options and Run;
 //   - msg.go: the message format and framing;
+//   - target.go: the kinds of server, --addr, and TCP connections;
+//   - redis.go, nats.go, ws.go: Redis, NATS and WebSocket connections;
 //   - run.go: one timed run: dialling, the barrier, the schedule, the drain;
-//   - sub.go: a subscriber connection and its sequence accounting;
-//   - pub.go: a publisher connection and its pacing;
+//   - sub.go: a subscriber and its sequence accounting;
+//   - pub.go: a publisher and its pacing;
+//   - order.go: the order check across nodes;
 //   - report.go: Result, the table and the JSON;
 //   - max.go: the FindMax search.
 package loadgen
@@ -24,14 +34,14 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"time"
 )
 
 // Options is what one run or search asks for. Its fields match the flags of
 // `echohub bench`, and Validate's errors name those flags.
 type Options struct {
-	Addr      string        // server address, host:port
+	Addr      string        // HOST:PORT, or a URL naming the kind of server; several, comma-separated, for several nodes (see target.go)
+	WS        bool          // HOST:PORT addresses are WebSocket hubs at ws://HOST:PORT/ws
 	Framing   string        // Line or Len32
 	Subs      int           // subscriber connections
 	Pubs      int           // publisher connections
@@ -49,8 +59,8 @@ type Options struct {
 // Validate checks everything but TLS. Its errors name the flag of `echohub
 // bench`, in the form serve uses: "--subs: 0 is out of range (want at least 1)".
 func (o Options) Validate() error {
-	if _, _, err := net.SplitHostPort(o.Addr); err != nil {
-		return fmt.Errorf("--addr: %w", err)
+	if _, _, err := parseAddr(o.Addr, o.WS); err != nil {
+		return err
 	}
 	switch {
 	case o.Framing != Line && o.Framing != Len32:

@@ -17,7 +17,7 @@ const (
 )
 
 // sustained reports whether res meets the --find-max criteria: no loss, no
-// disconnect, no publisher error, at least minRatio of the offered
+// disconnect, no publisher error, one order on all nodes, at least minRatio of the offered
 // rate published and of the expected deliveries made in the window, and p99
 // latency within slo. If not, it says why.
 func (res Result) sustained(slo time.Duration) (bool, string) {
@@ -29,6 +29,8 @@ func (res Result) sustained(slo time.Duration) (bool, string) {
 		return false, res.Error
 	case res.Lost > 0:
 		return false, fmt.Sprintf("%d lost", res.Lost)
+	case res.DivergentSubs > 0:
+		return false, fmt.Sprintf("%d subscribers saw another order", res.DivergentSubs)
 	case res.PublishedMsgsPerS < minRatio*res.Rate:
 		return false, fmt.Sprintf("published only %.0f msgs/s", res.PublishedMsgsPerS)
 	case res.DeliveryRatio < minRatio:

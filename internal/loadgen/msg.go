@@ -89,6 +89,14 @@ func newFrame(f string, size int) []byte {
 	return b
 }
 
+// payloadOf returns the payload of frame, one whole frame in framing f.
+func payloadOf(f string, frame []byte) []byte {
+	if f == Len32 {
+		return frame[4:]
+	}
+	return frame
+}
+
 // probeFrame returns a probe frame carrying nonce in framing f.
 func probeFrame(f string, nonce uint64) []byte {
 	var b []byte

@@ -1,10 +1,8 @@
 package loadgen
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"sync/atomic"
 	"time"
 )
@@ -13,11 +11,12 @@ import (
 type publisher struct {
 	// Immutable after dialAll.
 	id   int
+	node int // index in the target's nodes
 	run  *run
-	conn net.Conn
+	conn pubConn
 
 	// Owned by publish; read by others after it returns.
-	sent     uint64 // messages written to the connection in full
+	sent     uint64 // messages that left in full (pubConn.sent)
 	inWindow uint64 // of those, sent (with --rate: scheduled) inside the window
 	err      error  // why publishing stopped early; nil if it ran to the end
 
@@ -31,18 +30,17 @@ type publisher struct {
 // ctx is done.
 func (p *publisher) publish(ctx context.Context, pacer *pacer, t0, ws, we int64) {
 	r := p.run
-	w := bufio.NewWriterSize(p.conn, max(writeBuffer, r.wire))
 	frame := newFrame(r.opts.Framing, r.opts.Size)
 	payload := frame[len(frame)-r.opts.Size:]
 	var seq, inWindow uint64
-	var accepted int64 // bytes w accepted: written, or buffered
-	err := p.conn.SetWriteDeadline(time.Now().Add(time.Duration(we-nanotime()) + flushGrace))
+	var err error
+	// The last flush may block for flushGrace after the end, no longer.
+	deadline := time.AfterFunc(time.Duration(we-nanotime())+flushGrace, p.conn.abort)
+	defer deadline.Stop()
 	// send writes the next message, due at sched, timed from ts.
 	send := func(ts, sched int64) {
 		encode(payload, header{pub: uint16(p.id), seq: seq, ts: ts})
-		n, werr := w.Write(frame)
-		accepted += int64(n)
-		if werr != nil {
+		if werr := p.conn.write(frame, payload); werr != nil {
 			err = werr
 			return
 		}
@@ -51,9 +49,9 @@ func (p *publisher) publish(ctx context.Context, pacer *pacer, t0, ws, we int64)
 			inWindow++
 		}
 	}
-	flush := func() {
+	flush := func(final bool) {
 		if err == nil {
-			err = w.Flush()
+			err = p.conn.flush(final)
 		}
 		p.count.Store(seq)
 	}
@@ -82,7 +80,7 @@ func (p *publisher) publish(ctx context.Context, pacer *pacer, t0, ws, we int64)
 				send(now, now)
 				now = nanotime()
 			}
-			flush()
+			flush(false)
 			if err == nil {
 				err = ctx.Err()
 			}
@@ -98,16 +96,15 @@ func (p *publisher) publish(ctx context.Context, pacer *pacer, t0, ws, we int64)
 			sched := pacer.at(seq)
 			send(max(sched, woke), sched)
 		}
-		flush()
+		flush(false)
 		if now >= we {
 			break
 		}
 		wake = min(pacer.wake(seq, now), we)
 	}
-	flush()
+	flush(true)
 
-	// Count only whole messages that left the buffer.
-	p.sent = uint64(accepted-int64(w.Buffered())) / uint64(r.wire)
+	p.sent = p.conn.sent()
 	p.inWindow = min(inWindow, p.sent)
 	if err != nil && !r.closing.Load() {
 		p.err = fmt.Errorf("publisher %d: %w", p.id, err)

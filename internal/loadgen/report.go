@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
@@ -15,6 +16,8 @@ import (
 // cover the whole run, warmup and drain included.
 type Result struct {
 	Addr      string  `json:"addr"`
+	Target    string  `json:"target"` // tcp, ws, redis or nats
+	Nodes     int     `json:"nodes"`  // addresses in Addr
 	Framing   string  `json:"framing"`
 	TLS       bool    `json:"tls"`
 	Subs      int     `json:"subs"`
@@ -26,7 +29,7 @@ type Result struct {
 
 	PublishedMsgsPerS float64 `json:"published_msgs_per_s"`
 	DeliveredMsgsPerS float64 `json:"delivered_msgs_per_s"` // summed over subscribers
-	DeliveredMBPerS   float64 `json:"delivered_mb_per_s"`   // wire bytes, 1 MB = 1e6 bytes
+	DeliveredMBPerS   float64 `json:"delivered_mb_per_s"`   // bytes as framed over TCP, 1 MB = 1e6 bytes
 	DeliveryRatio     float64 `json:"delivery_ratio"`       // delivered / (published x subs), in the window
 
 	// Latency from the send time in the message to its receipt, over the
@@ -48,20 +51,35 @@ type Result struct {
 	Corrupt          int64  `json:"corrupt"`   // frames neither a probe nor a message of --size
 	DisconnectedSubs int    `json:"disconnected_subs"`
 	PublisherErrors  int    `json:"publisher_errors"`
-	Error            string `json:"error,omitempty"` // the first disconnect or publisher error
+
+	// With several nodes: how many connected subscribers saw the messages
+	// that all of them received in another order than the first one did,
+	// and how many messages that covers (see order.go). Both 0 on one node.
+	DivergentSubs int   `json:"divergent_subs"`
+	OrderChecked  int64 `json:"order_checked"`
+
+	Error string `json:"error,omitempty"` // the first disconnect or publisher error
 }
 
 // result aggregates what the run's goroutines measured. It runs after close.
 func (r *run) result() Result {
 	o := r.opts
+	nodes := r.target.nodes()
 	res := Result{
-		Addr: o.Addr, Framing: o.Framing, TLS: o.TLSConfig != nil,
+		Addr: o.Addr, Target: r.target.kind(), Nodes: len(nodes), Framing: o.Framing, TLS: o.TLSConfig != nil,
 		Subs: o.Subs, Pubs: o.Pubs, Size: o.Size, Rate: o.Rate,
 		DurationS: o.Duration.Seconds(), WarmupS: o.Warmup.Seconds(),
 		LatencyFrom: "written",
 	}
 	if o.Rate > 0 {
 		res.LatencyFrom = "scheduled"
+	}
+	for _, n := range nodes {
+		// rediss://, tls:// (NATS) and wss:// ask for TLS without --tls.
+		res.TLS = res.TLS || strings.HasPrefix(n, "rediss:") || strings.HasPrefix(n, "tls:") || strings.HasPrefix(n, "wss:")
+	}
+	if len(nodes) > 1 {
+		res.DivergentSubs, res.OrderChecked = r.orderCheck()
 	}
 	var sent []uint64
 	var sentInWindow int64
@@ -125,9 +143,15 @@ func (res Result) writeTable(w io.Writer) error {
 	if res.Rate > 0 {
 		rate = fmt.Sprintf("%.0f msgs/s offered", res.Rate)
 	}
-	tls := ""
+	about := []string{res.Framing}
+	if res.Target != kindTCP {
+		about = []string{res.Target, res.Framing}
+	}
 	if res.TLS {
-		tls = ", tls"
+		about = append(about, "tls")
+	}
+	if res.Nodes > 1 {
+		about = append(about, fmt.Sprintf("%d nodes", res.Nodes))
 	}
 	latency := "none: no message sent in the window was received"
 	if res.LatencySamples > 0 {
@@ -135,7 +159,7 @@ func (res Result) writeTable(w io.Writer) error {
 			micros(res.LatencyP50Us), micros(res.LatencyP90Us), micros(res.LatencyP99Us),
 			micros(res.LatencyP999Us), micros(res.LatencyMaxUs), res.LatencyFrom, res.LatencySamples)
 	}
-	_, err := fmt.Fprintf(w, `target       %s (%s%s)
+	_, err := fmt.Fprintf(w, `target       %s (%s)
 load         %d subs, %d pubs, %d B messages, %s, %v measured after %v warmup
 published    %.0f msgs/s
 delivered    %.0f msgs/s, %.2f MB/s (%.2f%% of published x subs)
@@ -143,13 +167,17 @@ latency      %s
 deliveries   %d expected, %d received
 errors       %d lost, %d duplicates, %d reordered, %d corrupt, %d/%d subs disconnected, %d publisher errors
 `,
-		res.Addr, res.Framing, tls,
+		res.Addr, strings.Join(about, ", "),
 		res.Subs, res.Pubs, res.Size, rate, seconds(res.DurationS), seconds(res.WarmupS),
 		res.PublishedMsgsPerS,
 		res.DeliveredMsgsPerS, res.DeliveredMBPerS, 100*res.DeliveryRatio,
 		latency,
 		res.Expected, res.Received,
 		res.Lost, res.Duplicates, res.Reordered, res.Corrupt, res.DisconnectedSubs, res.Subs, res.PublisherErrors)
+	if err == nil && res.Nodes > 1 {
+		_, err = fmt.Fprintf(w, "order        %d of %d subs diverged from the first subscriber's order, over the %d messages every connected sub received\n",
+			res.DivergentSubs, res.Subs-res.DisconnectedSubs, res.OrderChecked)
+	}
 	if err == nil && res.Error != "" {
 		_, err = fmt.Fprintf(w, "first error  %s\n", res.Error)
 	}

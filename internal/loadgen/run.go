@@ -2,13 +2,9 @@ package loadgen
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"math"
-	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,14 +29,16 @@ const (
 	readBuffer      = 32 << 10               // a subscriber's read buffer, at least two messages
 	writeBuffer     = 64 << 10               // a publisher's bufio.Writer, at least one message
 	maxLatency      = int64(time.Hour / 1e3) // in µs; larger latencies are recorded as this
+	orderBudget     = 1 << 24                // deliveries recorded in all for the order check of several nodes (8 bytes each)
 )
 
 // A run is one timed run: its connections and the measurement window
 // they share. Run makes one per run, and a --find-max search one per
 // probe.
 type run struct {
-	// Immutable after newRun.
+	// Immutable after measure sets target.
 	opts     Options
+	target   target
 	wire     int // bytes per message on the connection
 	probeLen int // payload bytes of a probe, '\n' included in line framing
 
@@ -84,7 +82,13 @@ func newRun(opts Options) *run {
 // but the progress lines. Every connection is closed and every goroutine has
 // returned when it returns.
 func measure(ctx context.Context, opts Options) (Result, error) {
+	t, err := newTarget(opts)
+	if err != nil {
+		return Result{}, err
+	}
+	defer t.close()
 	r := newRun(opts)
+	r.target = t
 	defer r.close()
 	if err := r.dialAll(ctx); err != nil {
 		return Result{}, err
@@ -105,9 +109,10 @@ func measure(ctx context.Context, opts Options) (Result, error) {
 		r.wg.Go(s.readLoop)
 	}
 	for _, p := range r.pubs {
-		// The hub echoes to the sender: drain it so the publisher is never a
-		// slow client. It returns when close closes the connection.
-		r.wg.Go(func() { _, _ = io.Copy(io.Discard, p.conn) })
+		// A hub echoes to the sender: the publisher reads it, so that it is
+		// never a slow client. readLoop returns when close closes the
+		// connection.
+		r.wg.Go(p.conn.readLoop)
 	}
 	if err := r.barrier(ctx); err != nil {
 		return Result{}, err
@@ -151,66 +156,49 @@ func measure(ctx context.Context, opts Options) (Result, error) {
 	return r.result(), nil
 }
 
-// dial opens one connection to the server, TLS if configured.
-func (r *run) dial(ctx context.Context) (net.Conn, error) {
-	d := &net.Dialer{Timeout: dialTimeout}
-	var c net.Conn
-	var err error
-	if r.opts.TLSConfig != nil {
-		c, err = (&tls.Dialer{NetDialer: d, Config: r.opts.TLSConfig}).DialContext(ctx, "tcp", r.opts.Addr)
-	} else {
-		c, err = d.DialContext(ctx, "tcp", r.opts.Addr)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("bench: dial %s: %w", r.opts.Addr, dialCause(err))
-	}
-	return c, nil
-}
-
-// dialCause strips what a dial error repeats of "dial ADDR", leaving
-// its cause ("connection refused"), which errors.Is still sees through.
-func dialCause(err error) error {
-	var op *net.OpError
-	if errors.As(err, &op) {
-		err = op.Err
-	}
-	var sys *os.SyscallError
-	if errors.As(err, &sys) {
-		err = sys.Err
-	}
-	return err
-}
-
-// dialAll connects every subscriber, then every publisher. On error it
-// leaves what it opened for close.
+// dialAll connects every subscriber, then every publisher, round-robin over
+// the target's nodes. On error it leaves what it opened for close.
 func (r *run) dialAll(ctx context.Context) error {
-	conns := make([]net.Conn, r.opts.Subs+r.opts.Pubs)
+	subs := make([]subConn, r.opts.Subs)
+	pubs := make([]pubConn, r.opts.Pubs)
+	nodes := len(r.target.nodes())
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(dialConcurrency)
-	for i := range conns {
-		g.Go(func() error {
-			c, err := r.dial(gctx)
-			conns[i] = c
+	for i := range subs {
+		g.Go(func() (err error) {
+			subs[i], err = r.target.dialSub(gctx, i%nodes)
+			return err
+		})
+	}
+	for i := range pubs {
+		g.Go(func() (err error) {
+			pubs[i], err = r.target.dialPub(gctx, i%nodes)
 			return err
 		})
 	}
 	err := g.Wait()
-	for i, c := range conns {
+	for i, c := range subs {
 		if c == nil {
 			continue
 		}
-		if i < r.opts.Subs {
-			r.subs = append(r.subs, &subscriber{
-				run:  r,
-				conn: c,
-				done: make(chan struct{}),
-				seqs: make([]sequence, r.opts.Pubs),
-				// 3 significant digits: 0.1% resolution. Packed (sparse) since
-				// a dense histogram of this range is ~190 KB per subscriber.
-				hist: hdrhistogram.NewPacked(1, maxLatency, 3),
-			})
-		} else {
-			r.pubs = append(r.pubs, &publisher{id: len(r.pubs), run: r, conn: c})
+		s := &subscriber{
+			run:  r,
+			node: i % nodes,
+			conn: c,
+			done: make(chan struct{}),
+			seqs: make([]sequence, r.opts.Pubs),
+			// 3 significant digits: 0.1% resolution. Packed (sparse) since
+			// a dense histogram of this range is ~190 KB per subscriber.
+			hist: hdrhistogram.NewPacked(1, maxLatency, 3),
+		}
+		if nodes > 1 {
+			s.orderMax = orderBudget / r.opts.Subs
+		}
+		r.subs = append(r.subs, s)
+	}
+	for i, c := range pubs {
+		if c != nil {
+			r.pubs = append(r.pubs, &publisher{id: len(r.pubs), node: i % nodes, run: r, conn: c})
 		}
 	}
 	if err != nil && ctx.Err() != nil {
@@ -219,21 +207,28 @@ func (r *run) dialAll(ctx context.Context) error {
 	return err
 }
 
-// barrier makes the first publisher send probes until every subscriber has
-// seen one: then the server has registered them all, and every message sent
-// after barrier returns reaches every subscriber.
+// barrier makes the first publisher on each node send probes until every
+// subscriber has seen one: then the server has registered them all, and
+// every message sent after barrier returns reaches every subscriber. (On
+// nodes that share one stream one node's probes would do; on nodes that do
+// not, each node's subscribers need their own.)
 func (r *run) barrier(ctx context.Context) error {
 	timeout := time.NewTimer(readyTimeout)
 	defer timeout.Stop()
 	tick := time.NewTicker(probeEvery)
 	defer tick.Stop()
-	pub := r.pubs[0]
-	if err := pub.conn.SetWriteDeadline(time.Now().Add(readyTimeout)); err != nil {
-		return fmt.Errorf("bench: probe: %w", err)
+	probers := r.pubs[:min(len(r.pubs), len(r.target.nodes()))]
+	for _, p := range probers {
+		// A probe write blocked past readyTimeout fails, and the run with it.
+		t := time.AfterFunc(readyTimeout, p.conn.abort)
+		defer t.Stop()
 	}
 	for nonce := uint64(0); ; nonce++ {
-		if _, err := pub.conn.Write(probeFrame(r.opts.Framing, nonce)); err != nil {
-			return fmt.Errorf("bench: probe: %w", err)
+		frame := probeFrame(r.opts.Framing, nonce)
+		for _, p := range probers {
+			if err := p.conn.probe(frame, payloadOf(r.opts.Framing, frame)); err != nil {
+				return fmt.Errorf("bench: probe: %w", err)
+			}
 		}
 		select {
 		case <-r.ready:
@@ -325,12 +320,11 @@ func (r *run) stopProgress() { r.drainOne.Do(func() { close(r.draining) }) }
 // abort unblocks every read and write of the run, at once; close cleans up.
 func (r *run) abort() {
 	r.closing.Store(true)
-	now := time.Now()
 	for _, s := range r.subs {
-		_ = s.conn.SetDeadline(now)
+		_ = s.conn.close()
 	}
 	for _, p := range r.pubs {
-		_ = p.conn.SetDeadline(now)
+		p.conn.abort()
 	}
 }
 
@@ -339,11 +333,8 @@ func (r *run) abort() {
 func (r *run) close() {
 	r.abort()
 	r.stopProgress()
-	for _, s := range r.subs {
-		_ = s.conn.Close()
-	}
 	for _, p := range r.pubs {
-		_ = p.conn.Close()
+		_ = p.conn.close()
 	}
 	r.wg.Wait()
 }

@@ -1,7 +1,6 @@
 package loadgen
 
 import (
-	"net"
 	"slices"
 	"sort"
 	"sync/atomic"
@@ -13,9 +12,11 @@ import (
 // measured.
 type subscriber struct {
 	// Immutable after dialAll.
-	run  *run
-	conn net.Conn
-	done chan struct{} // closed when readLoop returns
+	run      *run
+	node     int // index in the target's nodes
+	conn     subConn
+	done     chan struct{} // closed when readLoop returns
+	orderMax int           // how many messages order may hold; 0 = no order check
 
 	// Owned by readLoop; read by others only after done is closed.
 	seqs         []sequence                    // one per publisher
@@ -28,6 +29,7 @@ type subscriber struct {
 	ready        bool                          // saw a probe
 	err          error                         // why readLoop returned
 	disconnected bool                          // the connection ended before bench closed it
+	order        []uint64                      // (publisher, seq) of each message in arrival order, duplicates left out; see orderKey
 
 	// Accessed atomically: readLoop stores, the drain and progress loops load.
 	count atomic.Int64 // a copy of received, stored after each read
@@ -39,41 +41,10 @@ type subscriber struct {
 func (s *subscriber) readLoop() {
 	defer close(s.done)
 	r := s.run
-	buf := make([]byte, max(readBuffer, 2*r.wire))
-	var start, end int
+	deliver := func(p []byte, now int64) { s.handle(p, now, r.winStart.Load(), r.winEnd.Load()) }
 	for {
-		n, err := s.conn.Read(buf[end:])
-		if n > 0 {
-			// One receive time for everything this read completed.
-			now := nanotime()
-			ws, we := r.winStart.Load(), r.winEnd.Load()
-			end += n
-			for start < end {
-				payload, k, ferr := nextFrame(r.opts.Framing, buf[start:end], len(buf)-4)
-				if ferr != nil {
-					// The stream cannot be resynchronised: give up on it.
-					err = ferr
-					_ = s.conn.Close()
-					break
-				}
-				if k == 0 {
-					break
-				}
-				s.handle(payload, now, ws, we)
-				start += k
-			}
-			s.count.Store(s.received)
-			switch {
-			case start == end:
-				start, end = 0, 0
-			case start == 0 && end == len(buf): // a line longer than the buffer
-				s.corrupt++
-				start, end = 0, 0
-			case len(buf)-end < r.wire: // make room for a whole message
-				end = copy(buf, buf[start:end])
-				start = 0
-			}
-		}
+		err := s.conn.receive(deliver)
+		s.count.Store(s.received)
 		if err != nil {
 			s.err = err
 			s.disconnected = !r.closing.Load()
@@ -100,11 +71,16 @@ func (s *subscriber) handle(p []byte, now, ws, we int64) {
 		return
 	}
 	s.received++
-	switch s.seqs[h.pub].observe(h.seq) {
-	case duplicate:
+	switch v := s.seqs[h.pub].observe(h.seq); {
+	case v == duplicate:
 		s.duplicates++
-	case reordered:
+	case v == reordered:
 		s.reordered++
+		fallthrough
+	default:
+		if len(s.order) < s.orderMax {
+			s.order = append(s.order, orderKey(h.pub, h.seq))
+		}
 	}
 	if now >= ws && now < we {
 		s.inWindow++

@@ -141,6 +141,27 @@ func (l *logBuffer) has(parts ...string) bool {
 	return false
 }
 
+// entries returns the JSON log lines whose message is msg, decoded.
+func (l *logBuffer) entries(t testing.TB, msg string) []map[string]any {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for _, line := range strings.Split(l.buf.String(), "\n") {
+		var e map[string]any
+		if line == "" || !strings.Contains(line, msg) {
+			continue
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if e["message"] == msg {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // A testConn is a named test client.
 type testConn struct {
 	net.Conn

@@ -52,6 +52,9 @@ type server struct {
 
 	// Has its own lock; handle adds to it as each client's close is finished.
 	closed *closedRing // the last clients closed, for /clients
+
+	// Written by the accept loop, reported by its own goroutine (refusals.go).
+	refusals *refusalLog
 }
 
 // newServer returns a server for cfg that logs to log.
@@ -69,6 +72,7 @@ func newServer(cfg config, log zerolog.Logger) *server {
 		watchdogDone: make(chan struct{}),
 		perIP:        make(map[netip.Addr]int),
 		closed:       newClosedRing(closedRingSize),
+		refusals:     newRefusalLog(log),
 	}
 }
 
@@ -89,7 +93,14 @@ func (s *server) Serve(ln net.Listener) error {
 	s.startHub()
 	s.log.Info().Str("addr", ln.Addr().String()).Str("framing", s.cfg.framing.String()).
 		Bool("tls", s.cfg.tls != nil).Msg("listening")
+	stopReports, reported := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(reported)
+		s.refusals.run(stopReports) // returns once stopReports is closed below
+	}()
 	err := s.acceptLoop(ln)
+	close(stopReports)
+	<-reported // the last count of suppressed refusals is logged before Serve returns
 	if s.inShutdown.Load() {
 		return errServerClosed
 	}

@@ -42,8 +42,10 @@ type config struct {
 	logLevel        zerolog.Level
 	logFormat       string // auto, json or console
 	shutdownTimeout time.Duration
-	metricsListen   string // HTTP address for /metrics and friends; empty = off
-	pprof           bool   // serve net/http/pprof on metricsListen
+	metricsListen   string    // HTTP address for /metrics and friends; empty = off
+	pprof           bool      // serve net/http/pprof on metricsListen
+	clientsShowAddr bool      // /clients lists remote addresses
+	api             apiLimits // no flags: timeouts and connection cap of the HTTP API (httpapi.go)
 
 	tlsCert, tlsKey  string        // PEM files; TLS is served when set (both or neither)
 	tlsClientCA      string        // PEM file: with it, clients need a certificate signed by one of its CAs
@@ -82,6 +84,7 @@ func defaultConfig() config {
 
 		handshakeTimeout: 5 * time.Second,
 		stallLimit:       defaultStallLimit,
+		api:              defaultAPILimits(),
 	}
 }
 
@@ -125,6 +128,7 @@ func serveFlags() []cli.Flag {
 		dur("handshake-timeout", d.handshakeTimeout, "a TLS handshake not done within this `DUR`ation closes the connection"),
 		str("metrics-listen", d.metricsListen, "HTTP `ADDR` for /metrics, /healthz, /readyz and /clients; empty = off (the Docker image sets 0.0.0.0:9090)"),
 		&cli.BoolFlag{Name: "pprof", Usage: "also serve net/http/pprof under /debug/pprof/ on --metrics-listen", EnvVars: env("pprof")},
+		&cli.BoolFlag{Name: "clients-show-addr", Usage: "list clients' remote addresses in /clients on --metrics-listen (off: the API may be reachable by others)", EnvVars: env("clients-show-addr")},
 	}
 }
 
@@ -170,6 +174,7 @@ func configFromCLI(cCtx *cli.Context) (config, error) {
 	cfg.handshakeTimeout = cCtx.Duration("handshake-timeout")
 	cfg.metricsListen = cCtx.String("metrics-listen")
 	cfg.pprof = cCtx.Bool("pprof")
+	cfg.clientsShowAddr = cCtx.Bool("clients-show-addr")
 	if len(errs) > 0 {
 		return cfg, errs[0]
 	}
@@ -223,6 +228,8 @@ func (cfg config) validate() error {
 		return fmt.Errorf("--handshake-timeout: %v is out of range (want more than 0)", cfg.handshakeTimeout)
 	case cfg.pprof && cfg.metricsListen == "":
 		return errors.New("--pprof: needs --metrics-listen")
+	case cfg.clientsShowAddr && cfg.metricsListen == "":
+		return errors.New("--clients-show-addr: needs --metrics-listen")
 	}
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -178,6 +179,27 @@ func dial(t *testing.T, addr, name string) *testConn {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return &testConn{Conn: conn, name: name, r: bufio.NewReaderSize(conn, 64<<10)}
+}
+
+// dialUnread connects to addr for a peer that does not read. Its receive
+// buffer is set small before it connects, so its TCP window stays tiny and
+// the server's socket buffer for it does not grow: what the server sends it
+// backs up after kilobytes. Cleanup closes it.
+func dialUnread(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: ioTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		rc.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return err
+	}}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // dialFrom connects a client named name to addr from the local address ip,
@@ -535,10 +557,24 @@ func scrape(t *testing.T, baseURL string) (map[string]float64, error) {
 	return got, nil
 }
 
+// clientsPage is the body of /clients, as tests decode it.
+type clientsPage struct {
+	Clients          []clientInfo `json:"clients"`            // connected, by id
+	Closed           []clientInfo `json:"closed"`             // the last closed, newest first
+	NextAfter        uint64       `json:"next_after"`         // set when more connected clients follow
+	NextClosedBefore uint64       `json:"next_closed_before"` // set when older closed rows follow
+}
+
 // getClients GETs baseURL/clients and decodes it.
 func getClients(t *testing.T, baseURL string) clientsPage {
 	t.Helper()
-	code, body := httpGet(t, baseURL+"/clients")
+	return getClientsPage(t, baseURL+"/clients")
+}
+
+// getClientsPage GETs url, a /clients URL with a query, and decodes it.
+func getClientsPage(t *testing.T, url string) clientsPage {
+	t.Helper()
+	code, body := httpGet(t, url)
 	if code != http.StatusOK {
 		t.Fatalf("GET /clients: status %d, %q; want 200", code, body)
 	}

@@ -57,6 +57,8 @@ func TestRunBadFlags(t *testing.T) {
 		{"unparsable metrics listen", []string{"--listen", "127.0.0.1:0", "--metrics-listen", "nonsense"}, nil, "--metrics-listen: listen tcp: address nonsense"},
 		{"busy metrics listen", []string{"--listen", "127.0.0.1:0", "--metrics-listen", busy.Addr().String()}, nil, "--metrics-listen: listen tcp " + busy.Addr().String() + ": bind: address already in use"},
 		{"pprof without metrics", []string{"--pprof"}, nil, "--pprof: needs --metrics-listen"},
+		{"clients-show-addr without metrics", []string{"--clients-show-addr"}, nil, "--clients-show-addr: needs --metrics-listen"},
+		{"clients-show-addr env without metrics", nil, map[string]string{"ECHOHUB_CLIENTS_SHOW_ADDR": "true"}, "--clients-show-addr: needs --metrics-listen"},
 		{"unknown flag", []string{"--colour"}, nil, "serve: flag provided but not defined: -colour"},
 		{"stray argument", []string{"now"}, nil, `serve: unexpected argument "now"`},
 		{"bad env", nil, map[string]string{"ECHOHUB_FRAMING": "xml"}, `--framing: unknown value "xml"`},
@@ -339,6 +341,12 @@ func TestServeFlagsConfig(t *testing.T) {
 	}
 	if cfg := parse(t, "--coalesce", "0", "--stall-limit", "750ms"); cfg.coalesce != 0 || cfg.stallLimit != 750*time.Millisecond {
 		t.Errorf("flags: coalesce %v, stall limit %v; want 0s, 750ms", cfg.coalesce, cfg.stallLimit)
+	}
+	if cfg := parse(t, "--metrics-listen", "127.0.0.1:0"); cfg.clientsShowAddr {
+		t.Errorf("defaults: clients show addr %v; want false", cfg.clientsShowAddr)
+	}
+	if cfg := parse(t, "--metrics-listen", "127.0.0.1:0", "--clients-show-addr"); !cfg.clientsShowAddr {
+		t.Errorf("flags: clients show addr %v; want true", cfg.clientsShowAddr)
 	}
 	t.Setenv("ECHOHUB_COALESCE", "5ms")
 	t.Setenv("ECHOHUB_STALL_LIMIT", "10s")

@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -478,6 +479,33 @@ func expectTLSRefused(t *testing.T, addr, name string, conf *tls.Config) error {
 // presented to c, a TLS client.
 func peerSerial(c net.Conn) *big.Int {
 	return c.(*tls.Conn).ConnectionState().PeerCertificates[0].SerialNumber
+}
+
+// built is the echohub binary the tests that exec it share: built once, in
+// a directory TestMain removes.
+var built struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+}
+
+// buildBinary builds echohub, once per test run, and returns its path.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "echohub-test-"); built.err != nil {
+			return
+		}
+		built.bin = filepath.Join(built.dir, "echohub")
+		if out, err := exec.Command("go", "build", "-o", built.bin, ".").CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return built.bin
 }
 
 // startTestAPI runs the HTTP API of ts, whose config must set metricsListen

@@ -153,7 +153,7 @@ func (c *client) readLoop() closeReason {
 		h.m.messagesReceived.Add(uint64(n))
 		h.m.bytesReceived.Add(uint64(len(data)))
 		if c.ingress != nil {
-			c.throttle(n) // --rate: TCP pushes back on this client alone (README)
+			c.throttle(n) // --rate: TCP pushes back on this client alone (docs/operations.md)
 		}
 		// This blocks while the hub is stalled on full queues: the reader
 		// stops reading and TCP pushes back on the publisher (README).
@@ -260,7 +260,7 @@ func (c *client) flush(w *outbuf) error {
 	// No SetWriteDeadline here: the server's watchWrites closes a client
 	// whose write has been in progress for --write-timeout. Arming a
 	// deadline per write costs a timer update, and its call chain grows
-	// every writer's stack from 2 KiB to 4 KiB for good (README, idle cost).
+	// every writer's stack from 2 KiB to 4 KiB for good (docs/design.md, the idle cost).
 	c.writingSince.Store(time.Now().UnixNano())
 	var err error
 	if len(w.vec) == 1 {

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -326,23 +325,10 @@ func publishPastFrozen(t *testing.T, pub *testConn, readers ...*testConn) {
 	wg.Wait()
 }
 
-// frozen dials a client that never reads. Its receive buffer is set small
-// before it connects, so its TCP window stays tiny and the server's socket
-// buffer for it does not grow: its queue fills after kilobytes.
+// frozen dials a client that never reads (see dialUnread).
 func frozen(t *testing.T, addr string) *testConn {
 	t.Helper()
-	d := net.Dialer{Timeout: ioTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
-		var err error
-		rc.Control(func(fd uintptr) {
-			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-		return err
-	}}
-	conn, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := dialUnread(t, addr)
 	return &testConn{Conn: conn, name: "slow", r: bufio.NewReaderSize(conn, 64<<10)}
 }
 

@@ -57,6 +57,16 @@ type config struct {
 	burst           int            // with rate: messages a client may send at once, 0 = one second's worth
 	keepalive       time.Duration  // TCP keepalive idle time and probe interval, 0 = off
 
+	// Backplane (backplane.go): off while backplane is empty.
+	backplane  []string      // NATS server URLs
+	bpStream   string        // JetStream stream, and its subject
+	bpStorage  string        // memory or file, for a stream this node creates
+	bpReplicas int           // replicas of a stream this node creates
+	bpMaxAge   time.Duration // retention of a stream this node creates, 0 = unlimited
+	bpMaxBytes int           // and its size bound, 0 = unlimited
+	bpBuffer   int           // stream messages the consumer buffers ahead of the hub
+	bpWindow   int           // publishes awaiting their acknowledgement before readers wait
+
 	// sendBuffer has no flag: when positive, it sets SO_SNDBUF on accepted
 	// connections, so that in tests a frozen reader fills its queue after
 	// kilobytes rather than after the kernel's megabytes.
@@ -82,6 +92,14 @@ func defaultConfig() config {
 
 		handshakeTimeout: 5 * time.Second,
 		stallLimit:       defaultStallLimit,
+
+		bpStream:   "ECHOHUB",
+		bpStorage:  "memory",
+		bpReplicas: 1,
+		bpMaxAge:   time.Hour,
+		bpMaxBytes: 64 << 20,
+		bpBuffer:   256,
+		bpWindow:   256,
 	}
 }
 
@@ -125,6 +143,14 @@ func serveFlags() []cli.Flag {
 		dur("handshake-timeout", d.handshakeTimeout, "a TLS handshake not done within this `DUR`ation closes the connection"),
 		str("metrics-listen", d.metricsListen, "HTTP `ADDR` for /metrics, /healthz, /readyz and /clients; empty = off (the Docker image sets 0.0.0.0:9090)"),
 		&cli.BoolFlag{Name: "pprof", Usage: "also serve net/http/pprof under /debug/pprof/ on --metrics-listen", EnvVars: env("pprof")},
+		str("backplane", "", "NATS server `URLS` (comma-separated): serve one stream, in one order, with every node on the same JetStream stream; empty = this node alone"),
+		str("backplane-stream", d.bpStream, "JetStream stream and subject `NAME`; nodes on one stream form one hub"),
+		str("backplane-storage", d.bpStorage, "`KIND` of storage for a stream this node creates: memory or file"),
+		&cli.IntFlag{Name: "backplane-replicas", Value: d.bpReplicas, Usage: "replicas (`N`, 1 to 5) of a stream this node creates", EnvVars: env("backplane-replicas")},
+		dur("backplane-max-age", d.bpMaxAge, "a stream this node creates keeps messages for this `DUR`ation; 0 = no age limit"),
+		str("backplane-max-bytes", formatSize(d.bpMaxBytes), "a stream this node creates keeps at most this many `BYTES`, dropping the oldest; 0 = no size limit"),
+		&cli.IntFlag{Name: "backplane-buffer", Value: d.bpBuffer, Usage: "stream messages (`N`) this node fetches ahead of its clients; a node whose clients are slower falls behind in the stream", EnvVars: env("backplane-buffer")},
+		&cli.IntFlag{Name: "backplane-window", Value: d.bpWindow, Usage: "publishes (`N`) awaiting acknowledgement from JetStream before this node stops reading from its clients", EnvVars: env("backplane-window")},
 	}
 }
 
@@ -170,6 +196,22 @@ func configFromCLI(cCtx *cli.Context) (config, error) {
 	cfg.handshakeTimeout = cCtx.Duration("handshake-timeout")
 	cfg.metricsListen = cCtx.String("metrics-listen")
 	cfg.pprof = cCtx.Bool("pprof")
+	cfg.backplane, err = parseBackplaneURLs(cCtx.String("backplane"))
+	flagErr("backplane", err)
+	cfg.bpStream, cfg.bpStorage = cCtx.String("backplane-stream"), cCtx.String("backplane-storage")
+	cfg.bpReplicas = cCtx.Int("backplane-replicas")
+	cfg.bpMaxAge = cCtx.Duration("backplane-max-age")
+	cfg.bpMaxBytes, err = parseSize(cCtx.String("backplane-max-bytes"))
+	flagErr("backplane-max-bytes", err)
+	cfg.bpBuffer, cfg.bpWindow = cCtx.Int("backplane-buffer"), cCtx.Int("backplane-window")
+	if len(cfg.backplane) == 0 {
+		for _, f := range []string{"backplane-stream", "backplane-storage", "backplane-replicas",
+			"backplane-max-age", "backplane-max-bytes", "backplane-buffer", "backplane-window"} {
+			if cCtx.IsSet(f) {
+				flagErr(f, errors.New("needs --backplane"))
+			}
+		}
+	}
 	if len(errs) > 0 {
 		return cfg, errs[0]
 	}
@@ -224,7 +266,7 @@ func (cfg config) validate() error {
 	case cfg.pprof && cfg.metricsListen == "":
 		return errors.New("--pprof: needs --metrics-listen")
 	}
-	return nil
+	return cfg.validateBackplane()
 }
 
 // parseSlow returns the slow-client policy named s.

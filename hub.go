@@ -12,6 +12,8 @@ import (
 // client, back to back and framed exactly as received (one read's worth, so
 // that a burst costs one allocation and one channel send). The hub and every
 // writer share data read-only: nobody modifies it once it is sent on publish.
+// With --backplane the consumer hands them over instead; from is then this
+// node's client that sent it, or nil.
 type message struct {
 	from  *client
 	data  []byte
@@ -74,6 +76,11 @@ type hub struct {
 	done          chan struct{} // closed when run returns
 	coalesce      *time.Timer   // runs for --coalesce after a fan-out; see take
 
+	// Set by backplane.attach before run starts; nil without --backplane.
+	// With it, readers hand their messages to bp instead of publish, and
+	// bp's consumer hands the hub the stream's messages on publish.
+	bp *backplane
+
 	closing  atomic.Bool // set by server.Shutdown before it stops the readers
 	stopOnce sync.Once   // closes stop
 
@@ -121,13 +128,23 @@ func stoppedTimer() *time.Timer {
 }
 
 // run is the hub goroutine. It returns after stop is closed and every
-// registered client's readLoop has left, having closed every send channel,
-// so that writers flush what is queued and exit.
+// registered client's readLoop has left (with --backplane: and the backplane
+// has delivered everything they read, see bp.fed), having closed every send
+// channel, so that writers flush what is queued and exit.
 func (h *hub) run() {
 	defer close(h.done)
 	stop := h.stop
-	for !h.draining || h.reading > 0 {
+	var fed <-chan struct{} // nil once the backplane will hand over nothing more
+	if h.bp != nil {
+		fed = h.bp.fed
+	}
+	for !h.draining || h.reading > 0 || fed != nil {
+		if h.draining && h.reading == 0 && h.bp != nil {
+			h.bp.readersLeft() // it publishes what they read, delivers it back, then closes fed
+		}
 		select {
+		case <-fed:
+			fed = nil
 		case c := <-h.join:
 			h.flush() // c gets what is read from now on, not what was held
 			h.add(c)
@@ -180,6 +197,9 @@ func (h *hub) add(c *client) {
 	h.clients = append(h.clients, c)
 	h.reading++
 	h.m.clients.Add(1)
+	if h.bp != nil && h.cfg.excludeSender {
+		h.bp.remember(c)
+	}
 }
 
 // left handles the end of c's readLoop. While the server shuts down, c stays
@@ -213,6 +233,9 @@ func (h *hub) remove(c *client, r closeReason) {
 	}
 	close(c.send)
 	h.m.clients.Add(-1)
+	if h.bp != nil && h.cfg.excludeSender {
+		h.bp.forget(c)
+	}
 	if r != reasonNone {
 		c.close(r)
 	}
@@ -280,8 +303,10 @@ func (b *batch) add(m message) {
 func (h *hub) fanout(b *batch) {
 	if h.cfg.excludeSender {
 		for _, m := range b.msgs {
-			m.from.ownMsgs += m.count
-			m.from.ownBytes += len(m.data)
+			if m.from != nil { // nil: from the backplane, sent by no client of this node
+				m.from.ownMsgs += m.count
+				m.from.ownBytes += len(m.data)
+			}
 		}
 	}
 	for _, c := range h.clients {
@@ -291,7 +316,9 @@ func (h *hub) fanout(b *batch) {
 	}
 	if h.cfg.excludeSender {
 		for _, m := range b.msgs {
-			m.from.ownMsgs, m.from.ownBytes = 0, 0
+			if m.from != nil {
+				m.from.ownMsgs, m.from.ownBytes = 0, 0
+			}
 		}
 	}
 	for i, c := range h.slow {

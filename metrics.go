@@ -83,6 +83,7 @@ type metricsCollector struct {
 	hubStallSeconds   *prometheus.Desc
 	pendingBytes      *prometheus.Desc
 	pendingMessages   *prometheus.Desc
+	bp                []*prometheus.Desc // with --backplane only: see collectBackplane
 }
 
 // newMetricsCollector returns the collector of s's metrics.
@@ -106,6 +107,7 @@ func newMetricsCollector(s *server) *metricsCollector {
 		hubStallSeconds:   desc("hub_stall_seconds_total", "Time the hub spent waiting for room in full queues."),
 		pendingBytes:      desc("queue_pending_bytes", "Bytes queued for connected clients and not yet written, summed over clients."),
 		pendingMessages:   desc("queue_pending_messages", "Messages queued for connected clients and not yet written, summed over clients."),
+		bp:                backplaneDescs(s, desc),
 	}
 }
 
@@ -116,6 +118,9 @@ func (mc *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 		mc.bytesDelivered, mc.dropped, mc.closes, mc.acceptErrors, mc.rateLimited,
 		mc.hubStalls, mc.hubStallSeconds, mc.pendingBytes, mc.pendingMessages,
 	} {
+		ch <- d
+	}
+	for _, d := range mc.bp {
 		ch <- d
 	}
 }
@@ -149,6 +154,7 @@ func (mc *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	msgs, bytes := mc.s.pending()
 	gauge(mc.pendingMessages, msgs)
 	gauge(mc.pendingBytes, bytes)
+	mc.collectBackplane(ch)
 }
 
 // pending returns how many messages and bytes are queued for s's connected

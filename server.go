@@ -33,6 +33,7 @@ type server struct {
 	log zerolog.Logger
 	m   *metrics
 	hub *hub
+	bp  *backplane // nil without --backplane; set by useBackplane before Serve
 
 	nextID       atomic.Uint64
 	inShutdown   atomic.Bool
@@ -96,8 +97,16 @@ func (s *server) Serve(ln net.Listener) error {
 	return err
 }
 
-// startHub starts the hub goroutine and the write watchdog, once. The hub
-// returns during Shutdown; the watchdog when Shutdown is done.
+// useBackplane makes b, from dialBackplane, this server's backplane. It must
+// be called before Serve.
+func (s *server) useBackplane(b *backplane) {
+	s.bp = b
+	b.attach(s.hub)
+}
+
+// startHub starts the hub goroutine, the backplane's if any, and the write
+// watchdog, once. The hub and the backplane return during Shutdown; the
+// watchdog when Shutdown is done.
 func (s *server) startHub() {
 	s.hubOnce.Do(func() {
 		s.wg.Add(1)
@@ -105,6 +114,13 @@ func (s *server) startHub() {
 			defer s.wg.Done()
 			s.hub.run()
 		}()
+		if s.bp != nil {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.bp.run()
+			}()
+		}
 		go func() {
 			defer close(s.watchdogDone)
 			s.watchWrites()
@@ -242,8 +258,9 @@ func (s *server) release(c *client) {
 //  1. close the listener, so no client is admitted any more;
 //  2. set every connection's read deadline to now, so readers stop after
 //     handing the hub every complete message they have read;
-//  3. once every reader has left, the hub closes every send channel, so
-//     writers flush their queues and close their connections;
+//  3. once every reader has left (with --backplane: and the backplane has
+//     published what they read and delivered it back), the hub closes every
+//     send channel, so writers flush their queues and close their connections;
 //  4. wait for that until ctx is done, and
 //  5. then force-close whatever is left.
 //
@@ -278,6 +295,9 @@ func (s *server) Shutdown(ctx context.Context) error {
 	case <-allDone:
 	case <-ctx.Done():
 		err = ctx.Err()
+		if s.bp != nil {
+			s.bp.stopNow() // what it has not stored by now is lost; it logs how much
+		}
 		s.mu.Lock()
 		for c := range s.conns {
 			c.close(reasonShutdown)

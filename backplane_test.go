@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +15,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // A natsServer is a real nats-server running in-process on 127.0.0.1, with
@@ -48,6 +52,7 @@ func startNATS(t *testing.T, opts *natsserver.Options) *natsServer {
 		srv.Shutdown()
 		t.Fatal("nats-server: not ready within 10s")
 	}
+	opts.Port = srv.Addr().(*net.TCPAddr).Port // for restart
 	ns := &natsServer{srv: srv, opts: opts}
 	t.Cleanup(ns.stop)
 	return ns
@@ -67,7 +72,6 @@ func (ns *natsServer) stop() {
 func (ns *natsServer) restart(t *testing.T) {
 	t.Helper()
 	ns.stop()
-	ns.opts.Port = ns.srv.Addr().(*net.TCPAddr).Port
 	srv, err := natsserver.NewServer(ns.opts)
 	if err != nil {
 		t.Fatalf("nats-server restart: %v", err)
@@ -281,6 +285,297 @@ func TestBackplaneThreeNodes(t *testing.T) {
 					t.Fatalf("%s: message %d of %s follows %d", clients[0].name, i, name, next[name]-1)
 				}
 				next[name]++
+			}
+		})
+	}
+}
+
+// sendLines sends lines from..to-1 of name, one write each.
+func sendLines(t *testing.T, c *testConn, name string, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		c.send(t, line(name, i, 32))
+	}
+}
+
+// expectLines reads lines from..to-1 of name, in order.
+func expectLines(t *testing.T, c *testConn, name string, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		expectLine(t, c, line(name, i, 32))
+	}
+}
+
+// closesTotal returns how many clients ts has closed, for any reason.
+func (ts *testServer) closesTotal() uint64 {
+	var n uint64
+	for r := range numCloseReasons {
+		n += ts.closes(r)
+	}
+	return n
+}
+
+// TestBackplaneNATSRestart: NATS stops mid-stream and comes back. No client
+// is disconnected, /readyz says 503 meanwhile and 200 after, and every line
+// read meanwhile reaches everyone once, in order.
+func TestBackplaneNATSRestart(t *testing.T) {
+	ns := startNATS(t, natsOptions(t, true))
+	cfg := backplaneConfig("RESTART", ns.url())
+	cfg.bpStorage = "file" // the stream survives the restart
+	a, b := startNode(t, cfg), startNode(t, cfg)
+	alice, amy := dial(t, a.addr, "alice"), dial(t, a.addr, "amy")
+	bob := dial(t, b.addr, "bob")
+	a.waitClients(t, 2)
+	b.waitClients(t, 1)
+
+	sendLines(t, alice, "alice", 0, 50)
+	expectLines(t, bob, "alice", 0, 50)
+	expectLines(t, amy, "alice", 0, 50)
+
+	ns.stop()
+	for _, n := range []*node{a, b} {
+		waitFor(t, 5*time.Second, func() error {
+			if code := n.readyz(t); code != http.StatusServiceUnavailable {
+				return fmt.Errorf("/readyz = %d; want 503 while NATS is down", code)
+			}
+			return nil
+		})
+	}
+	if up := a.metric(t, "echohub_backplane_up"); up != 0 {
+		t.Errorf("echohub_backplane_up = %v while NATS is down; want 0", up)
+	}
+	sendLines(t, alice, "alice", 50, 100) // read, and held: nothing to publish to
+	expectNothing(t, bob, 100*time.Millisecond)
+
+	ns.restart(t)
+	for _, n := range []*node{a, b} {
+		waitFor(t, 10*time.Second, func() error {
+			if code := n.readyz(t); code != http.StatusOK {
+				return fmt.Errorf("/readyz = %d; want 200 once NATS is back", code)
+			}
+			return nil
+		})
+	}
+	expectLines(t, bob, "alice", 50, 100)
+	expectLines(t, amy, "alice", 50, 100)
+	sendLines(t, alice, "alice", 100, 110)
+	expectLines(t, bob, "alice", 100, 110)
+	expectLines(t, amy, "alice", 100, 110)
+	expectNothing(t, bob, 200*time.Millisecond) // no duplicate
+	expectNothing(t, amy, 100*time.Millisecond)
+	for _, n := range []*node{a, b} {
+		if got := n.closesTotal(); got != 0 {
+			t.Errorf("clients closed: %d; want 0", got)
+		}
+		if got := n.metric(t, "echohub_backplane_reconnects_total"); got < 1 {
+			t.Errorf("echohub_backplane_reconnects_total = %v; want at least 1", got)
+		}
+	}
+	if got := a.metric(t, "echohub_backplane_published_total"); got < 1 || got > 110 {
+		t.Errorf("echohub_backplane_published_total = %v; want 1 to 110 (reads of 110 lines)", got)
+	}
+	if got := a.metric(t, "echohub_backplane_lost_total"); got != 0 {
+		t.Errorf("echohub_backplane_lost_total = %v; want 0", got)
+	}
+}
+
+// TestBackplaneNATSCluster: the stream has three replicas on a cluster of
+// three NATS servers, and the server leading it is killed mid-stream. The
+// stream goes on under a new leader; nothing is lost or repeated.
+func TestBackplaneNATSCluster(t *testing.T) {
+	servers := startNATSCluster(t, 3)
+	var urls []string
+	for _, ns := range servers {
+		urls = append(urls, ns.url())
+	}
+	cfg := backplaneConfig("CLUSTER", urls...)
+	cfg.bpReplicas = 3
+	a, b := startNode(t, cfg), startNode(t, cfg)
+	alice, amy := dial(t, a.addr, "alice"), dial(t, a.addr, "amy")
+	bob := dial(t, b.addr, "bob")
+	a.waitClients(t, 2)
+	b.waitClients(t, 1)
+
+	sendLines(t, alice, "alice", 0, 50)
+	expectLines(t, bob, "alice", 0, 50)
+	expectLines(t, amy, "alice", 0, 50)
+
+	var leader *natsServer
+	for _, ns := range servers {
+		if ns.srv.JetStreamIsStreamLeader(natsserver.DEFAULT_GLOBAL_ACCOUNT, "CLUSTER") {
+			leader = ns
+		}
+	}
+	if leader == nil {
+		t.Fatal("no server leads the stream")
+	}
+	leader.stop()
+	sendLines(t, alice, "alice", 50, 100)
+	bob.SetReadDeadline(time.Now().Add(30 * time.Second)) // a new leader is elected within seconds
+	for i := 50; i < 100; i++ {
+		bob.SetReadDeadline(time.Now().Add(30 * time.Second))
+		got, err := bob.r.ReadString('\n')
+		if want := line("alice", i, 32); got != want || err != nil {
+			t.Fatalf("bob: read %q, %v; want %q", got, err, want)
+		}
+	}
+	expectLines(t, amy, "alice", 50, 100)
+	expectNothing(t, bob, 200*time.Millisecond) // no duplicate
+	expectNothing(t, amy, 100*time.Millisecond)
+	if got := b.closesTotal(); got != 0 {
+		t.Errorf("clients closed: %d; want 0", got)
+	}
+}
+
+// TestBackplaneNodeKilled: one of three nodes dies (everything it has is
+// closed at once). Its clients lose their connection; the other nodes'
+// clients keep receiving, in order.
+func TestBackplaneNodeKilled(t *testing.T) {
+	ns := startNATS(t, natsOptions(t, true))
+	cfg := backplaneConfig("KILLED", ns.url())
+	a, b, c := startNode(t, cfg), startNode(t, cfg), startNode(t, cfg)
+	alice, bob, carol := dial(t, a.addr, "alice"), dial(t, b.addr, "bob"), dial(t, c.addr, "carol")
+	a.waitClients(t, 1)
+	b.waitClients(t, 1)
+	c.waitClients(t, 1)
+	sendLines(t, alice, "alice", 0, 20)
+	expectLines(t, bob, "alice", 0, 20)
+	expectLines(t, carol, "alice", 0, 20)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	c.Shutdown(ctx) // no grace: every connection closed at once, NATS's too
+	expectClosed(t, carol)
+
+	sendLines(t, alice, "alice", 20, 60)
+	expectLines(t, bob, "alice", 20, 60)
+	expectLines(t, alice, "alice", 0, 60) // without --exclude-sender, alice too
+}
+
+// TestBackplaneFrozenNode: the one client of node B stops reading. B falls
+// behind in the stream while node A goes on at full speed; once B is further
+// behind than the stream retains, B delivers on from the oldest message still
+// there, and counts and logs exactly what it missed.
+func TestBackplaneFrozenNode(t *testing.T) {
+	ns := startNATS(t, natsOptions(t, true))
+	cfg := backplaneConfig("FROZEN", ns.url())
+	cfg.maxMessage = 1 << 10
+	cfg.bpMaxBytes = 16 << 10 // some 70 messages
+	a := startNode(t, cfg)
+	cfg.queue, cfg.maxPending, cfg.sendBuffer = 8, 4<<10, 4<<10
+	cfg.bpBuffer = 8
+	cfg.writeTimeout = time.Minute // frozen is not dead
+	b := startNode(t, cfg)
+	alice, amy := dial(t, a.addr, "alice"), dial(t, a.addr, "amy")
+	frozen := dial(t, b.addr, "frozen")
+	frozen.Conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	a.waitClients(t, 2)
+	b.waitClients(t, 1)
+
+	// One line per stream message: alice sends the next only once amy has
+	// the last, so each read holds one line.
+	const n = 800
+	start := time.Now()
+	for i := range n {
+		alice.send(t, line("alice", i, 100))
+		expectLine(t, amy, line("alice", i, 100))
+	}
+	t.Logf("node A: %d lines through the stream in %v while node B is frozen", n, time.Since(start))
+	if lag := a.metric(t, "echohub_backplane_lag_messages"); lag > 1 {
+		t.Errorf("node A: echohub_backplane_lag_messages = %v; want 0 or 1", lag)
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if lag := b.metric(t, "echohub_backplane_lag_messages"); lag < n/2 {
+			return fmt.Errorf("node B: echohub_backplane_lag_messages = %v; want over %d", lag, n/2)
+		}
+		return nil
+	})
+
+	// frozen thaws: what it gets is a prefix and a suffix of alice's lines,
+	// with one gap of exactly what B counted as lost.
+	var got []int
+	for len(got) == 0 || got[len(got)-1] != n-1 {
+		frozen.SetReadDeadline(time.Now().Add(ioTimeout))
+		s, err := frozen.r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("frozen: after %d lines: %v", len(got), err)
+		}
+		var i int
+		fmt.Sscanf(s, "alice %d", &i)
+		got = append(got, i)
+	}
+	gaps := 0
+	for k := 1; k < len(got); k++ {
+		if got[k] != got[k-1]+1 {
+			gaps++
+		}
+	}
+	lost := b.metric(t, "echohub_backplane_lost_total")
+	if gaps != 1 || got[0] != 0 || int(lost) != n-len(got) {
+		t.Errorf("frozen got %d lines with %d gaps, first %d; lost_total = %v; want one gap, first 0, lost_total %d",
+			len(got), gaps, got[0], lost, n-len(got))
+	}
+	want := fmt.Sprintf(`"lost":%d,`, n-len(got))
+	if !b.logs.has("backplane messages lost", want) {
+		t.Errorf("node B logged no %q with %s", "backplane messages lost", want)
+	}
+	if got := b.closesTotal(); got != 0 {
+		t.Errorf("node B: clients closed: %d; want 0 (frozen is alone: nobody to fall behind)", got)
+	}
+}
+
+// TestBackplaneBadStart: serve with a backplane it cannot use stops with one
+// clear line and exit code 1, having served nothing.
+func TestBackplaneBadStart(t *testing.T) {
+	refused, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadURL := "nats://" + refused.Addr().String()
+	refused.Close()
+	plain := startNATS(t, natsOptions(t, false))
+	js := startNATS(t, natsOptions(t, true))
+	// A stream made by nodes with --framing len32.
+	nc, err := nats.Connect(js.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	jsc, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lenCfg := backplaneConfig("LEN32", js.url())
+	lenCfg.framing = framingLen32
+	if _, err := jsc.CreateStream(context.Background(), (&backplane{cfg: lenCfg}).streamConfig()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // the one stderr line must contain this
+	}{
+		{"unreachable", []string{"--backplane", deadURL}, "--backplane " + deadURL + ": nats: no servers available for connection"},
+		{"no jetstream", []string{"--backplane", plain.url()}, "--backplane " + plain.url() + ": JetStream is not enabled on the NATS server"},
+		{"framing mismatch", []string{"--backplane", js.url(), "--backplane-stream", "LEN32"},
+			"--backplane-stream LEN32: the stream's framing is len32; this node has --framing line"},
+		{"bad url", []string{"--backplane", "localhost:4222"}, `--backplane: invalid URL "localhost:4222"`},
+		{"bad stream", []string{"--backplane", js.url(), "--backplane-stream", "a.b"}, `--backplane-stream: invalid name "a.b"`},
+		{"bad storage", []string{"--backplane", js.url(), "--backplane-storage", "disk"}, `--backplane-storage: unknown value "disk"`},
+		{"bad replicas", []string{"--backplane", js.url(), "--backplane-replicas", "7"}, "--backplane-replicas: 7 is out of range (1 to 5)"},
+		{"short max age", []string{"--backplane", js.url(), "--backplane-max-age", "1ms"}, "--backplane-max-age: 1ms is out of range"},
+		{"small max bytes", []string{"--backplane", js.url(), "--backplane-max-bytes", "1KiB"}, "--backplane-max-bytes: 1024 is less than two largest messages"},
+		{"zero buffer", []string{"--backplane", js.url(), "--backplane-buffer", "0"}, "--backplane-buffer: 0 is out of range"},
+		{"zero window", []string{"--backplane", js.url(), "--backplane-window", "0"}, "--backplane-window: 0 is out of range"},
+		{"stream without backplane", []string{"--backplane-stream", "X"}, "--backplane-stream: needs --backplane"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := runCLI(context.Background(), "", append([]string{"serve", "--listen", "127.0.0.1:0"}, tc.args...)...)
+			if code != 1 || stdout != "" {
+				t.Errorf("exit code %d, stdout %q; want 1 and nothing", code, stdout)
+			}
+			if !strings.HasPrefix(stderr, "echohub: ") || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tc.want) {
+				t.Errorf("stderr = %q; want one line \"echohub: ...%s...\"", stderr, tc.want)
 			}
 		})
 	}

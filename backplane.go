@@ -262,6 +262,9 @@ func cmpZero(v, def int) int {
 func (b *backplane) attach(h *hub) {
 	b.hub = h
 	h.bp = b
+	// abort is closed before the hub can exit (the hub waits for fed), so
+	// it stands for the hub's done.
+	h.intake, h.intakeDone = b.in, b.abort
 }
 
 // remember and forget keep b.senders for --exclude-sender. The hub calls

@@ -139,10 +139,6 @@ func (c *client) close(r closeReason) {
 func (c *client) readLoop() closeReason {
 	h := c.hub
 	f := newFramer(c.conn, h.cfg.framing, h.cfg.maxMessage, c.ingress.maxBatch(h.maxBatchMsgs))
-	publish, abort := h.publish, (chan struct{})(nil)
-	if h.bp != nil {
-		publish, abort = h.bp.in, h.bp.abort // what comes back from the stream reaches the hub
-	}
 	for {
 		data, n, err := f.next()
 		if err != nil {
@@ -157,13 +153,11 @@ func (c *client) readLoop() closeReason {
 		}
 		// This blocks while the hub is stalled on full queues: the reader
 		// stops reading and TCP pushes back on the publisher (README).
-		// With --backplane it blocks while the backplane's window is full
-		// or NATS is down, with the same effect.
+		// With --backplane, intake is the backplane's: this blocks while its
+		// window is full or NATS is down, with the same effect.
 		select {
-		case publish <- message{from: c, data: data, count: n}:
-		case <-h.done:
-			return reasonShutdown
-		case <-abort: // Shutdown gave up on the backplane
+		case h.intake <- message{from: c, data: data, count: n}:
+		case <-h.intakeDone:
 			return reasonShutdown
 		}
 	}

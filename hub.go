@@ -70,16 +70,19 @@ type hub struct {
 	maxBatchBytes int
 	join          chan *client  // a new client, before its loops start
 	leave         chan *client  // a client whose readLoop has ended
-	publish       chan message  // messages from readers
+	publish       chan message  // messages from readers, or with --backplane from its consumer
 	room          chan struct{} // cap 1: a writer freed room in a stalled client's queue
 	stop          chan struct{} // closed by server.Shutdown: finish once every reader has left
 	done          chan struct{} // closed when run returns
 	coalesce      *time.Timer   // runs for --coalesce after a fan-out; see take
 
-	// Set by backplane.attach before run starts; nil without --backplane.
-	// With it, readers hand their messages to bp instead of publish, and
-	// bp's consumer hands the hub the stream's messages on publish.
-	bp *backplane
+	// Set by newHub and, with --backplane, by backplane.attach before run
+	// starts; immutable after. With a backplane, readers hand their messages
+	// to bp instead of publish, and bp's consumer hands the hub the stream's
+	// messages on publish.
+	bp         *backplane      // nil without --backplane
+	intake     chan<- message  // where readers hand messages: publish, or bp.in
+	intakeDone <-chan struct{} // closed when intake takes nothing more: done, or bp.abort
 
 	closing  atomic.Bool // set by server.Shutdown before it stops the readers
 	stopOnce sync.Once   // closes stop
@@ -102,7 +105,7 @@ func newHub(cfg config, log zerolog.Logger, m *metrics) *hub {
 	// messages and under maxBatchBytes+maxFrame <= max-pending bytes: it
 	// always fits an empty queue.
 	maxFrame := cfg.framing.maxFrame(cfg.maxMessage)
-	return &hub{
+	h := &hub{
 		cfg:           cfg,
 		log:           log,
 		dropLog:       log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}),
@@ -118,6 +121,8 @@ func newHub(cfg config, log zerolog.Logger, m *metrics) *hub {
 		coalesce:      stoppedTimer(),
 		stall:         stoppedTimer(),
 	}
+	h.intake, h.intakeDone = h.publish, h.done
+	return h
 }
 
 // stoppedTimer returns a timer that fires only once it is Reset.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -144,9 +145,9 @@ func dialBackplane(ctx context.Context, cfg config, log zerolog.Logger) (*backpl
 // flag at fault.
 func (b *backplane) open(ctx context.Context) (*bpSession, *jetstream.StreamInfo, error) {
 	cfg := b.cfg
-	urls := strings.Join(cfg.backplane, ",")
+	urls := redactURLs(cfg.backplane) // for messages: a password in a URL stays out of logs
 	closed := make(chan struct{})
-	nc, err := nats.Connect(urls,
+	nc, err := nats.Connect(strings.Join(cfg.backplane, ","),
 		nats.Name("echohub "+b.node),
 		nats.NoReconnect(), // run reconnects: see publishLoop for why
 		nats.Timeout(bpConnectTimeout),
@@ -167,7 +168,9 @@ func (b *backplane) open(ctx context.Context) (*bpSession, *jetstream.StreamInfo
 		return fail(fmt.Errorf("--max-message: %d bytes do not fit the NATS server's max_payload (%d)", cfg.maxMessage, nc.MaxPayload()))
 	}
 	sess.js, err = jetstream.New(nc,
-		jetstream.WithPublishAsyncMaxPending(4*cfg.bpWindow), // room for old futures of messages sent again
+		// Room beside the window for the futures of earlier sends of
+		// messages sent again, which nats.go keeps until they time out.
+		jetstream.WithPublishAsyncMaxPending(8*cfg.bpWindow),
 		jetstream.WithPublishAsyncTimeout(bpAckTimeout),
 		jetstream.WithDefaultTimeout(bpRequestTimeout))
 	if err != nil {
@@ -247,6 +250,18 @@ func (b *backplane) streamConfig() jetstream.StreamConfig {
 			metaMaxMessage: strconv.Itoa(cfg.maxMessage),
 		},
 	}
+}
+
+// redactURLs joins urls with commas, passwords replaced by "xxxxx".
+func redactURLs(urls []string) string {
+	out := make([]string, len(urls))
+	for i, raw := range urls {
+		out[i] = raw
+		if u, err := url.Parse(raw); err == nil {
+			out[i] = u.Redacted()
+		}
+	}
+	return strings.Join(out, ",")
 }
 
 // cmpZero returns v, or def when v is 0.

@@ -556,6 +556,8 @@ func TestBackplaneBadStart(t *testing.T) {
 		want string // the one stderr line must contain this
 	}{
 		{"unreachable", []string{"--backplane", deadURL}, "--backplane " + deadURL + ": nats: no servers available for connection"},
+		{"password redacted", []string{"--backplane", strings.Replace(deadURL, "//", "//echohub:secret@", 1)},
+			"--backplane " + strings.Replace(deadURL, "//", "//echohub:xxxxx@", 1) + ": nats: no servers available"},
 		{"no jetstream", []string{"--backplane", plain.url()}, "--backplane " + plain.url() + ": JetStream is not enabled on the NATS server"},
 		{"framing mismatch", []string{"--backplane", js.url(), "--backplane-stream", "LEN32"},
 			"--backplane-stream LEN32: the stream's framing is len32; this node has --framing line"},

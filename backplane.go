@@ -311,6 +311,15 @@ func (b *backplane) readersLeft() { b.readersOnce.Do(func() { close(b.readersGon
 // when its deadline passes. Readers blocked on in then return.
 func (b *backplane) stopNow() { b.abortOnce.Do(func() { close(b.abort) }) }
 
+// discard closes the connection of a backplane whose run never started: the
+// server was shut down before it served.
+func (b *backplane) discard() {
+	if b.sess != nil {
+		b.sess.nc.Close()
+		b.sess = nil
+	}
+}
+
 // lag is the stream's last sequence minus the last one delivered.
 func (b *backplane) lag() uint64 {
 	last, done := b.streamLast.Load(), b.lastDelivered.Load()

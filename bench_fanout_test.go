@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,6 +87,83 @@ func benchmarkFanout(b *testing.B, clients, size int) {
 	wg.Wait()
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)*float64(clients)/b.Elapsed().Seconds(), "deliveries/s")
+}
+
+// BenchmarkFanoutRound measures the latency of one fan-out round: one line
+// published on an idle hub until every one of clients readers on loopback has
+// read it. It reports the p50 and p99 over the rounds, so that a change that
+// delays light traffic (a batching window, say) shows here.
+func BenchmarkFanoutRound(b *testing.B) {
+	for _, clients := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			benchmarkFanoutRound(b, clients)
+		})
+	}
+}
+
+func benchmarkFanoutRound(b *testing.B, clients int) {
+	const size = 64
+	cfg := defaultConfig()
+	cfg.excludeSender = true // the publisher does not read
+	s, addr := startBenchServer(b, cfg)
+	defer s.Shutdown(context.Background())
+	pub, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pub.Close()
+	readers := make([]net.Conn, clients)
+	for i := range readers {
+		if readers[i], err = net.Dial("tcp", addr); err != nil {
+			b.Fatal(err)
+		}
+		defer readers[i].Close()
+	}
+	for s.m.clients.Load() != int64(clients+1) {
+		time.Sleep(time.Millisecond)
+	}
+	line := []byte(strings.Repeat("x", size-1) + "\n")
+	var (
+		got   atomic.Int64
+		round = make(chan struct{}) // a reader sends when the round's last line is read
+		wg    sync.WaitGroup
+	)
+	rounds := int64(b.N)
+	durs := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for _, r := range readers {
+		wg.Go(func() {
+			buf := make([]byte, size)
+			for n := int64(1); n <= rounds; n++ {
+				r.SetReadDeadline(time.Now().Add(time.Minute))
+				if _, err := io.ReadFull(r, buf); err != nil {
+					b.Errorf("reader: %v in round %d", err, n)
+					return
+				}
+				if got.Add(1) == n*int64(clients) {
+					round <- struct{}{}
+				}
+			}
+		})
+	}
+	for range b.N {
+		start := time.Now()
+		if _, err := pub.Write(line); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case <-round:
+		case <-time.After(time.Minute):
+			b.Fatal("a round took over a minute")
+		}
+		durs = append(durs, time.Since(start))
+	}
+	wg.Wait()
+	b.StopTimer()
+	slices.Sort(durs)
+	b.ReportMetric(float64(durs[len(durs)/2].Microseconds()), "p50-us")
+	b.ReportMetric(float64(durs[len(durs)*99/100].Microseconds()), "p99-us")
 }
 
 // BenchmarkFramer measures cutting messages out of a stream, per framing.

@@ -71,10 +71,10 @@ const (
 type client struct {
 	// Immutable after newClient.
 	id          uint64         // process-wide, increasing; "client_id" in logs
-	conn        net.Conn       //
-	hub         *hub           //
+	conn        net.Conn       // the TCP connection, or its TLS wrapper (tls.go)
+	hub         *hub           // the hub c is registered with
 	log         zerolog.Logger // carries client_id and remote
-	connectedAt time.Time      //
+	connectedAt time.Time      // when the accept loop admitted c
 	send        chan *batch    // outbound queue; closed only by the hub
 	writerDone  chan struct{}  // closed when writeLoop returns
 	ingress     *ingress       // --rate: slows readLoop; nil when unlimited (limits.go)
@@ -173,7 +173,7 @@ func (c *client) readFailed(err error, partial int) closeReason {
 		return reasonEOF
 	case errors.Is(err, errMessageTooLong):
 		return reasonMessageTooLong
-	case c.hub.closing.Load() && errors.Is(err, os.ErrDeadlineExceeded):
+	case c.hub.closing() && errors.Is(err, os.ErrDeadlineExceeded):
 		return reasonShutdown
 	}
 	if r := c.closeReason(); r != reasonNone {
@@ -276,16 +276,28 @@ func (c *client) flush(w *outbuf) error {
 	return err
 }
 
-// dequeue takes n messages of size bytes off c's pending counts and wakes the
-// hub if it is waiting for room in c's queue.
+// dequeue takes n messages of size bytes off c's pending counts. It wakes the
+// hub if it is waiting for room in c's queue, or if c's queue is now empty and
+// the hub holds messages until the writers are done (hub.take).
 func (c *client) dequeue(n, size int) {
-	c.pendingMsgs.Add(-int64(n))
+	if n == 0 {
+		return
+	}
+	h := c.hub
 	c.pendingBytes.Add(-int64(size))
+	if c.pendingMsgs.Add(-int64(n)) == 0 && h.busy.Add(-1) <= h.settled.Load() && h.holding.Load() {
+		wake(h.ready)
+	}
 	if c.stalled.Load() {
-		select {
-		case c.hub.room <- struct{}{}:
-		default:
-		}
+		wake(h.room)
+	}
+}
+
+// wake wakes whoever waits on ch, a channel of capacity 1, without blocking.
+func wake(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
 }
 

@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// closedRingSize is how many closed clients /clients lists (README, Metrics).
+// closedRingSize is how many closed clients /clients lists (docs/operations.md, /clients).
 const closedRingSize = 1000
 
 // A clientInfo is one row of /clients: a client's statistics at one moment.

@@ -132,7 +132,7 @@ func (a *httpAPI) readyz(w http.ResponseWriter, _ *http.Request) {
 // accepting reports whether s admits clients: Serve has begun, and neither
 // Shutdown nor a failed accept loop has ended it.
 func (s *server) accepting() bool {
-	if s.inShutdown.Load() {
+	if s.shuttingDown() {
 		return false
 	}
 	s.mu.Lock()

@@ -21,9 +21,9 @@ type message struct {
 }
 
 // A batch is what the hub hands each client in one channel send: messages in
-// the hub's order. The hub fills it (while it holds it for --coalesce); once
-// fanned out it is immutable and shared by every receiver, so the hub pays
-// per batch, not per message, for each client.
+// the hub's order. The hub fills it (while it holds it for busy writers, see
+// take); once fanned out it is immutable and shared by every receiver, so the
+// hub pays per batch, not per message, for each client.
 type batch struct {
 	msgs  []message
 	count int // sum of msgs[i].count
@@ -33,9 +33,12 @@ type batch struct {
 const (
 	// stallTick is how often a stalled hub re-checks who is behind.
 	stallTick = 10 * time.Millisecond
-	// defaultCoalesce is the default --coalesce: at 100 clients it cuts the
-	// server's CPU per delivered message by a fifth at 10k msgs/s, with p99
-	// latency no worse (README, Performance); maxCoalesce bounds the flag.
+	// defaultCoalesce is the default --coalesce: the longest the hub holds
+	// messages for writers that are still busy with the previous fan-out
+	// (see take). It matters only when one writer is stuck in a write that
+	// began while it was caught up (its peer just stopped reading): without a
+	// bound, everyone's next messages would wait for that write to end.
+	// maxCoalesce bounds the flag.
 	defaultCoalesce = 2 * time.Millisecond
 	maxCoalesce     = time.Second
 	// defaultStallLimit is the default --stall-limit: how long the hub waits
@@ -47,7 +50,7 @@ const (
 	// 400 KB/s shows a stuck write for a second. With 500 ms, an
 	// unthrottled publisher into 1000 subscribers of one busy process got 3
 	// to 7 of them closed as slow in every run; with 2 s, one in five runs;
-	// with 3 or 5 s, none in five (fanbench --rate 0, this 2-core VM).
+	// with 3 or 5 s, none in five (`echohub bench --subs 1000 --rate 0`, 2-core VM).
 	defaultStallLimit = 3 * time.Second
 	// publishQueue is the capacity of the hub's publish inbox, in messages
 	// (each up to a read's worth). Short on purpose: a flooding client's
@@ -72,9 +75,11 @@ type hub struct {
 	leave         chan *client  // a client whose readLoop has ended
 	publish       chan message  // messages from readers, or with --backplane from its consumer
 	room          chan struct{} // cap 1: a writer freed room in a stalled client's queue
-	stop          chan struct{} // closed by server.Shutdown: finish once every reader has left
+	ready         chan struct{} // cap 1: a writer went idle while the hub holds messages
+	stop          chan struct{} // closed by shutdown: finish once every reader has left
 	done          chan struct{} // closed when run returns
-	coalesce      *time.Timer   // runs for --coalesce after a fan-out; see take
+	holdTimer     *time.Timer   // runs for --coalesce while the hub holds messages; see take
+	stopOnce      sync.Once     // closes stop
 
 	// Set by newHub and, with --backplane, by backplane.attach before run
 	// starts; immutable after. With a backplane, readers hand their messages
@@ -84,17 +89,18 @@ type hub struct {
 	intake     chan<- message  // where readers hand messages: publish, or bp.in
 	intakeDone <-chan struct{} // closed when intake takes nothing more: done, or bp.abort
 
-	closing  atomic.Bool // set by server.Shutdown before it stops the readers
-	stopOnce sync.Once   // closes stop
+	// Accessed atomically: the hub adds to busy and sets the others, writers
+	// subtract from busy (client.dequeue). See take.
+	busy    atomic.Int64 // clients with messages queued or being written
+	settled atomic.Int64 // busy at the start of the last fan-out: clients that were behind before it
+	holding atomic.Bool  // held is not nil: a writer going idle signals ready
 
 	// Owned by the hub goroutine (hub.run).
-	clients  []*client // registered clients, in no particular order
-	reading  int       // registered clients whose readLoop has not left
-	draining bool      // stop is closed
-	held     *batch    // messages taken from publish and not yet fanned out (--coalesce)
-	recent   bool      // coalesce is running: the last fan-out was less than --coalesce ago
-	slow     []*client // scratch: clients to disconnect after a fanout
-	stall    *time.Timer
+	clients []*client // registered clients, in no particular order
+	reading int       // registered clients whose readLoop has not left
+	held    *batch    // messages taken from publish and not yet fanned out (see take)
+	slow    []*client // scratch: clients to disconnect after a fanout
+	stall   *time.Timer
 }
 
 // newHub returns a hub for cfg; run starts it.
@@ -116,9 +122,10 @@ func newHub(cfg config, log zerolog.Logger, m *metrics) *hub {
 		leave:         make(chan *client),
 		publish:       make(chan message, publishQueue),
 		room:          make(chan struct{}, 1),
+		ready:         make(chan struct{}, 1),
 		stop:          make(chan struct{}),
 		done:          make(chan struct{}),
-		coalesce:      stoppedTimer(),
+		holdTimer:     stoppedTimer(),
 		stall:         stoppedTimer(),
 	}
 	h.intake, h.intakeDone = h.publish, h.done
@@ -132,19 +139,35 @@ func stoppedTimer() *time.Timer {
 	return t
 }
 
-// run is the hub goroutine. It returns after stop is closed and every
+// shutdown tells the hub to finish: from now on a client whose reader leaves
+// stays registered, so that it still gets what the other readers hand over,
+// and run returns once every reader has left. The server calls it before it
+// stops the readers. It is safe to call more than once, and before run.
+func (h *hub) shutdown() { h.stopOnce.Do(func() { close(h.stop) }) }
+
+// closing reports whether shutdown has been called.
+func (h *hub) closing() bool {
+	select {
+	case <-h.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// run is the hub goroutine. It returns after shutdown and once every
 // registered client's readLoop has left (with --backplane: and the backplane
-// has delivered everything they read, see bp.fed), having closed every send
-// channel, so that writers flush what is queued and exit.
+// has delivered back everything they read, see backplane.fed), having closed
+// every send channel, so that writers flush what is queued and exit.
 func (h *hub) run() {
 	defer close(h.done)
-	stop := h.stop
+	stop := h.stop          // nil once received: the hub is draining
 	var fed <-chan struct{} // nil once the backplane will hand over nothing more
 	if h.bp != nil {
 		fed = h.bp.fed
 	}
-	for !h.draining || h.reading > 0 || fed != nil {
-		if h.draining && h.reading == 0 && h.bp != nil {
+	for stop != nil || h.reading > 0 || fed != nil {
+		if stop == nil && h.reading == 0 && h.bp != nil {
 			h.bp.readersLeft() // it publishes what they read, delivers it back, then closes fed
 		}
 		select {
@@ -164,15 +187,17 @@ func (h *hub) run() {
 			h.left(c)
 		case m := <-h.publish:
 			h.take(m)
-		case <-h.coalesce.C:
-			h.recent = false
+		case <-h.ready:
+			if h.writersDone() {
+				h.flush()
+			}
+		case <-h.holdTimer.C:
 			h.flush()
 		case <-stop:
-			h.draining, stop = true, nil
+			stop = nil
 		}
 	}
-	h.flush()
-	h.coalesce.Stop() // nothing is held any more; no timer outlives the hub
+	h.flush() // stops holdTimer: no timer outlives the hub
 	for len(h.clients) > 0 {
 		h.remove(h.clients[len(h.clients)-1], reasonNone)
 	}
@@ -216,9 +241,9 @@ func (h *hub) left(c *client) {
 	}
 	c.reading = false
 	h.reading--
-	// closing, not draining: Shutdown sets it before it stops the readers,
-	// and a leave may reach the hub before stop does.
-	if !h.closing.Load() {
+	// closing, not run's own view: a leave may reach the hub before stop
+	// does, and shutdown comes before the readers are stopped.
+	if !h.closing() {
 		h.remove(c, reasonNone)
 	}
 }
@@ -247,13 +272,17 @@ func (h *hub) remove(c *client, r closeReason) {
 }
 
 // take adds m, and whatever else is waiting in publish, to the held batch,
-// and returns how many messages it took from publish. It fans the batch out
-// at once when the last fan-out was --coalesce or more ago, or when the batch
-// is full; otherwise the batch waits for the coalesce timer and gathers what
-// arrives meanwhile. So a message after a quiet spell goes out at once, and a
-// busy stream is fanned out at most once per --coalesce: each writer then
-// wakes and writes once for many reads, which at 100 clients cuts the
-// server's CPU per delivered message by a fifth or more (README, Performance).
+// and returns how many messages it took from publish. This is the hub's
+// batching ("smart batching"): it fans the batch out at once when the writers
+// have finished the previous fan-out, and otherwise holds it, gathering what
+// arrives, until they have (a writer going idle signals ready), the batch is
+// full, or it has been held for --coalesce. So a light stream goes out one
+// read at a time with no delay, and a heavy one in batches whose size follows
+// the load: each writer then wakes and writes once for many reads, which is
+// what keeps the server's CPU low under load (docs/design.md).
+//
+// "Finished" leaves out clients that were already behind before the last
+// fan-out (settled), so that one slow reader does not set everyone's pace.
 func (h *hub) take(m message) int {
 	if h.held == nil {
 		h.held = &batch{msgs: make([]message, 0, min(len(h.publish)+1, 64))}
@@ -271,29 +300,42 @@ func (h *hub) take(m message) int {
 		}
 		break
 	}
-	if !h.recent || h.full(b) {
+	switch {
+	case h.full(b) || h.cfg.coalesce == 0 || h.writersDone():
 		h.flush()
+	case !h.holding.Load():
+		// 1. Announce the hold, so that a writer going idle from now on
+		//    signals ready; 2. look again, for one that went idle before.
+		h.holding.Store(true)
+		h.holdTimer.Reset(h.cfg.coalesce)
+		if h.writersDone() {
+			h.flush()
+		}
 	}
 	return taken
 }
+
+// writersDone reports whether every writer that was caught up before the
+// last fan-out has written it out.
+func (h *hub) writersDone() bool { return h.busy.Load() <= h.settled.Load() }
 
 // full reports whether b has reached a batch limit (see newHub).
 func (h *hub) full(b *batch) bool {
 	return b.count >= h.maxBatchMsgs || b.bytes >= h.maxBatchBytes
 }
 
-// flush fans out the held batch, if any, and starts the coalesce window.
+// flush fans out the held batch, if any, and ends the hold.
 func (h *hub) flush() {
 	b := h.held
 	if b == nil {
 		return
 	}
 	h.held = nil
-	h.fanout(b)
-	if h.cfg.coalesce > 0 && !h.recent {
-		h.recent = true
-		h.coalesce.Reset(h.cfg.coalesce)
+	if h.holding.Load() {
+		h.holding.Store(false)
+		h.holdTimer.Stop()
 	}
+	h.fanout(b)
 }
 
 // add appends m to b.
@@ -306,6 +348,7 @@ func (b *batch) add(m message) {
 // fanout queues b for every registered client without waiting on any one of
 // them for more than a moment (see deliver). It runs on the hub goroutine.
 func (h *hub) fanout(b *batch) {
+	h.settled.Store(h.busy.Load())
 	if h.cfg.excludeSender {
 		for _, m := range b.msgs {
 			if m.from != nil { // nil: from the backplane, sent by no client of this node
@@ -355,8 +398,10 @@ func (h *hub) deliver(c *client, b *batch, n, size int) {
 		}
 		return
 	}
-	c.pendingMsgs.Add(int64(n))
 	c.pendingBytes.Add(int64(size))
+	if c.pendingMsgs.Add(int64(n)) == int64(n) {
+		h.busy.Add(1) // c was idle; its writer subtracts when it is again
+	}
 	c.send <- b // never blocks: only the hub sends, and fits saw room
 }
 

@@ -123,8 +123,7 @@ func startHub(cfg config) *hub {
 // stopHub stops h the way Shutdown does, makes every reader leave, and
 // waits for the hub to exit.
 func stopHub(h *hub, clients ...*fakeClient) {
-	h.closing.Store(true)
-	close(h.stop)
+	h.shutdown()
 	for _, fc := range clients {
 		h.unregister(fc.client)
 	}
@@ -189,6 +188,7 @@ func TestHubExcludeSender(t *testing.T) {
 			}
 		}
 		stopHub(h, alice, bob)
+		time.Sleep(5 * time.Millisecond) // bob's writer returns
 	})
 }
 
@@ -329,8 +329,7 @@ func TestHubDrain(t *testing.T) {
 		alice, bob := newFakeClient(t, h, "alice"), newFakeClient(t, h, "bob")
 		go alice.drain(0, false)
 		go bob.drain(0, false)
-		h.closing.Store(true)
-		close(h.stop)
+		h.shutdown()
 		h.unregister(bob.client) // bob's reader stops first
 		alice.publish("late\n")  // alice's reader hands over its last line
 		h.unregister(alice.client)
@@ -364,6 +363,7 @@ func TestHubSharesBytes(t *testing.T) {
 			fc.dequeue(fc.share(b.msgs))
 		}
 		stopHub(h, alice, bob)
+		time.Sleep(5 * time.Millisecond) // bob's writer returns
 	})
 }
 
@@ -374,12 +374,14 @@ func (fc *fakeClient) receivedBatches() int {
 	return fc.batches
 }
 
-// TestHubCoalesce: a message after a quiet spell goes out at once; what
-// arrives within --coalesce of a fan-out is held and goes out together when
-// the window ends, or at once when the batch is full. Held messages are
-// fanned out before a client joins or leaves and at shutdown, so a joiner
-// gets nothing read before it joined and a leaver its own last messages.
-func TestHubCoalesce(t *testing.T) {
+// TestHubBatching: the hub fans a message out at once when the writers have
+// written the previous fan-out, and otherwise holds what arrives until they
+// have, the batch is full, or --coalesce has passed; a writer that was behind
+// before the last fan-out does not set the pace. Held messages are fanned out
+// before a client joins or leaves and at shutdown, so a joiner gets nothing
+// read before it joined and a leaver its own last messages. alice's writer is
+// instant, so her batches show the hub's fan-outs; bob's takes 1ms a write.
+func TestHubBatching(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := hubConfig()
 		cfg.coalesce = 10 * time.Millisecond
@@ -387,7 +389,7 @@ func TestHubCoalesce(t *testing.T) {
 		h := startHub(cfg)
 		alice, bob := newFakeClient(t, h, "alice"), newFakeClient(t, h, "bob")
 		go alice.drain(0, false)
-		go bob.drain(0, false)
+		go bob.drain(time.Millisecond, false)
 		check := func(step string, fc *fakeClient, wantMsgs, wantBatches int) {
 			t.Helper()
 			synctest.Wait()
@@ -395,56 +397,80 @@ func TestHubCoalesce(t *testing.T) {
 				t.Fatalf("%s: %s has %d messages in %d batches; want %d in %d", step, fc.name, got, b, wantMsgs, wantBatches)
 			}
 		}
+		elapsed := func(step string, start time.Time, want time.Duration) {
+			t.Helper()
+			if d := time.Since(start); d != want {
+				t.Errorf("%s: went out after %v; want %v", step, d, want)
+			}
+		}
+
 		start := time.Now()
 		alice.publish("m0\n")
-		check("first message", bob, 1, 1)
+		check("idle writers", alice, 1, 1)
+		elapsed("idle writers", start, 0)
 		for _, l := range []string{"m1\n", "m2\n", "m3\n"} {
-			alice.publish(l)
+			alice.publish(l) // bob is still writing m0
 		}
-		check("within the window", bob, 1, 1)
-		time.Sleep(cfg.coalesce)
-		check("window over", bob, 4, 2)
-		if d := time.Since(start); d != cfg.coalesce {
-			t.Errorf("held messages went out after %v; want %v", d, cfg.coalesce)
-		}
+		check("bob busy", alice, 1, 1)
+		time.Sleep(time.Millisecond)
+		check("bob done", alice, 4, 2)
+		elapsed("bob done", start, time.Millisecond)
 
-		time.Sleep(5 * cfg.coalesce) // a quiet spell
+		time.Sleep(5 * time.Millisecond) // everyone idle
+		carol := newFakeClient(t, h, "carol")
+		go carol.freeze() // caught up now, but her next write never ends
 		alice.publish("m4\n")
-		check("after a quiet spell", bob, 5, 3)
+		check("carol joins", alice, 5, 3)
+		start = time.Now()
+		alice.publish("m5\n") // held: bob and carol are writing m4
+		time.Sleep(time.Millisecond)
+		check("carol stuck", alice, 5, 3)
+		time.Sleep(cfg.coalesce - time.Millisecond)
+		check("coalesce bound", alice, 6, 4)
+		elapsed("coalesce bound", start, cfg.coalesce)
+		start = time.Now()
+		alice.publish("m6\n") // bob is writing m5; carol was behind before m5
+		check("carol behind", alice, 6, 4)
+		time.Sleep(time.Millisecond)
+		check("carol does not set the pace", alice, 7, 5)
+		elapsed("carol does not set the pace", start, time.Millisecond)
 
-		for i := range 16 {
+		for i := range 16 { // bob is writing m6
 			alice.publish(fmt.Sprintf("f%d\n", i))
 		}
-		check("full batch", bob, 21, 4)
+		check("full batch", alice, 23, 6)
 
-		alice.publish("m5\n") // held
-		carol := newFakeClient(t, h, "carol")
-		go carol.drain(0, false)
-		check("join", alice, 22, 5)
-		check("join", bob, 22, 5)
-		check("join", carol, 0, 0)
-
-		time.Sleep(5 * cfg.coalesce)
-		alice.publish("m6\n") // out at once; opens a window
+		time.Sleep(5 * time.Millisecond)
+		alice.publish("m7\n") // out at once
 		synctest.Wait()
-		alice.publish("m7\n") // held
-		h.unregister(alice.client)
-		check("leave", alice, 24, 7)
-		check("leave", bob, 24, 7)
-		check("leave", carol, 2, 2)
+		alice.publish("m8\n") // held
+		dave := newFakeClient(t, h, "dave")
+		go dave.drain(0, false)
+		check("join", alice, 25, 8)
+		check("join", dave, 0, 0)
 
-		bob.publish("m8\n")
-		bob.publish("m9\n") // held
-		stopHub(h, bob, carol)
-		synctest.Wait() // bob's writer takes the last batch
-		if got, want := bob.received(), "m9\n"; got[len(got)-1] != want {
-			t.Errorf("after shutdown bob's last message is %q; want %q", got[len(got)-1], want)
+		time.Sleep(5 * time.Millisecond)
+		alice.publish("m9\n") // out at once
+		synctest.Wait()
+		alice.publish("m10\n") // held
+		h.unregister(alice.client)
+		check("leave", alice, 27, 10)
+		check("leave", dave, 2, 2)
+
+		time.Sleep(5 * time.Millisecond)
+		bob.publish("m11\n") // out at once
+		synctest.Wait()
+		bob.publish("m12\n") // held
+		stopHub(h, bob, carol, dave)
+		time.Sleep(5 * time.Millisecond) // the writers, bob's too, take the last batch and return
+		if got, want := dave.received(), "m12\n"; got[len(got)-1] != want {
+			t.Errorf("after shutdown dave's last message is %q; want %q", got[len(got)-1], want)
 		}
 	})
 }
 
-// TestHubCoalesceOff: with --coalesce 0 every read is fanned out at once,
-// in a batch of its own.
+// TestHubCoalesceOff: with --coalesce 0 every read is fanned out at once, in
+// a batch of its own, even while a writer (bob's) is busy.
 func TestHubCoalesceOff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := hubConfig()
@@ -452,14 +478,15 @@ func TestHubCoalesceOff(t *testing.T) {
 		h := startHub(cfg)
 		alice, bob := newFakeClient(t, h, "alice"), newFakeClient(t, h, "bob")
 		go alice.drain(0, false)
-		go bob.drain(0, false)
+		go bob.drain(time.Millisecond, false)
 		for i := range 5 {
 			alice.publish(fmt.Sprintf("m%d\n", i))
 			synctest.Wait()
-			if got, b := len(bob.received()), bob.receivedBatches(); got != i+1 || b != i+1 {
-				t.Fatalf("after message %d bob has %d messages in %d batches; want %d in %d", i, got, b, i+1, i+1)
+			if got, b := len(alice.received()), alice.receivedBatches(); got != i+1 || b != i+1 {
+				t.Fatalf("after message %d alice has %d messages in %d batches; want %d in %d", i, got, b, i+1, i+1)
 			}
 		}
 		stopHub(h, alice, bob)
+		time.Sleep(5 * time.Millisecond) // bob's writer returns
 	})
 }

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// This file holds the operational limits (README, limits): who is admitted
+// This file holds the operational limits (docs/operations.md): who is admitted
 // (--allow, --deny, --max-clients-per-ip), how fast one client may publish
 // (--rate, --burst), and how dead peers are found (--keepalive).
 
@@ -117,13 +117,13 @@ func (s *server) refuse(conn net.Conn, r closeReason, notice string) {
 }
 
 // An ingress slows one client's reader to --rate messages per second, with
-// bursts of up to --burst (README, fair ingress). The reader waits for
+// bursts of up to --burst (docs/operations.md, fair ingress). The reader waits for
 // tokens before it hands messages to the hub, and reads nothing meanwhile,
 // so TCP pushes back on that client alone: the hub never waits on a limiter.
 // A client has none when --rate is 0.
 type ingress struct {
 	// Immutable after newIngress.
-	limiter *rate.Limiter //
+	limiter *rate.Limiter // --rate tokens per second, --burst deep
 	burst   int           // limiter's burst: the most messages one wait may cover
 	closed  chan struct{} // closed by stop, when the client closes
 

@@ -375,7 +375,7 @@ func TestLimitsRateShutdown(t *testing.T) {
 // 100 msg/s each; under --rate the nine's messages still reach every reader
 // promptly. The bound is generous (-race, a busy 2-core machine);
 // BenchmarkFairness measures the real p99, and the hub alone (no --rate),
-// whose latency is the flood's backlog in buffers and queues (README).
+// whose latency is the flood's backlog in buffers and queues (docs/performance.md).
 func TestLimitsFairness(t *testing.T) {
 	cfg := fairnessConfig()
 	cfg.rate = 1000 // ten times the nine's rate

@@ -110,9 +110,7 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger, ln net.Listener)
 	api, err := listenHTTPAPI(s) // nil when --metrics-listen is empty
 	if err != nil {
 		ln.Close()
-		sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
-		s.Shutdown(sctx) // closes the backplane's connection, if any
-		cancel()
+		s.Shutdown(context.Background()) // Serve never ran: this closes the backplane's connection, if any
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)

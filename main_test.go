@@ -299,26 +299,6 @@ func TestBinarySIGTERM(t *testing.T) {
 	expectClosed(t, alice)
 }
 
-// TestReadme keeps README.md true: its usage block is `echohub serve --help`
-// verbatim, and its flags table has a row for every flag with its env name.
-func TestReadme(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, help, _ := runCLI(context.Background(), "", "serve", "--help")
-	if !strings.Contains(string(readme), "```text\n"+help+"```\n") {
-		t.Errorf("README.md does not hold `echohub serve --help` verbatim; it is now:\n%s", help)
-	}
-	for _, f := range serveFlags() {
-		name := f.Names()[0]
-		env := "ECHOHUB_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
-		if !strings.Contains(string(readme), "| --"+name+" | "+env+" |") {
-			t.Errorf("README.md flags table has no row for --%s | %s", name, env)
-		}
-	}
-}
-
 // TestServeFlagsConfig: the tuning flags reach the config, from the command
 // line or the environment, and default to the documented values.
 func TestServeFlagsConfig(t *testing.T) {

@@ -14,7 +14,7 @@ import (
 )
 
 // errServerClosed is returned by Serve after Shutdown, as net/http does.
-var errServerClosed = errors.New("echohub: server closed")
+var errServerClosed = errors.New("server closed")
 
 const (
 	// noticeTimeout bounds the write of a refusal notice (server full, denied,
@@ -29,29 +29,25 @@ const (
 // Serve and Shutdown.
 type server struct {
 	// Immutable after newServer.
-	cfg config
-	log zerolog.Logger
-	m   *metrics
-	hub *hub
-	bp  *backplane // nil without --backplane; set by useBackplane before Serve
+	cfg     config
+	log     zerolog.Logger
+	m       *metrics
+	hub     *hub
+	bp      *backplane    // nil without --backplane; set by useBackplane before Serve
+	quit    chan struct{} // closed, under mu, when Shutdown begins
+	serving chan struct{} // closed when the accept loop has returned
+	idle    chan struct{} // closed, under mu, once Shutdown has begun and no admitted connection is left; ends watchWrites
 
-	nextID       atomic.Uint64
-	inShutdown   atomic.Bool
-	hubOnce      sync.Once
-	shutdownOnce sync.Once
-	finishOnce   sync.Once
-	quit         chan struct{}  // closed when Shutdown begins
-	finished     chan struct{}  // closed when Shutdown has closed every connection
-	watchdogDone chan struct{}  // closed when watchWrites returns
-	wg           sync.WaitGroup // the hub and every connection's goroutines
+	nextID atomic.Uint64
+	wg     sync.WaitGroup // the hub, watchWrites and every admitted connection's handle
 
-	mu      sync.Mutex
-	ln      net.Listener         // set by Serve
-	conns   map[*client]struct{} // admitted connections not yet finished
-	perIP   map[netip.Addr]int   // admitted connections per remote IP, kept with --max-clients-per-ip
-	serving chan struct{}        // closed when the accept loop has returned
+	// Guarded by mu.
+	mu    sync.Mutex
+	ln    net.Listener         // set by Serve; nil until then
+	conns map[*client]struct{} // admitted connections not yet released
+	perIP map[netip.Addr]int   // admitted connections per remote IP, kept with --max-clients-per-ip
 
-	// Has its own lock; handle adds to it as each client's close is finished.
+	// Has its own lock; release adds to it as each client's close is finished.
 	closed *closedRing // the last clients closed, for /clients
 }
 
@@ -59,17 +55,16 @@ type server struct {
 func newServer(cfg config, log zerolog.Logger) *server {
 	m := new(metrics)
 	return &server{
-		cfg:          cfg,
-		log:          log,
-		m:            m,
-		hub:          newHub(cfg, log, m),
-		conns:        make(map[*client]struct{}),
-		serving:      make(chan struct{}),
-		quit:         make(chan struct{}),
-		finished:     make(chan struct{}),
-		watchdogDone: make(chan struct{}),
-		perIP:        make(map[netip.Addr]int),
-		closed:       newClosedRing(closedRingSize),
+		cfg:     cfg,
+		log:     log,
+		m:       m,
+		hub:     newHub(cfg, log, m),
+		quit:    make(chan struct{}),
+		serving: make(chan struct{}),
+		idle:    make(chan struct{}),
+		conns:   make(map[*client]struct{}),
+		perIP:   make(map[netip.Addr]int),
+		closed:  newClosedRing(closedRingSize),
 	}
 }
 
@@ -79,22 +74,53 @@ func newServer(cfg config, log zerolog.Logger) *server {
 // called once; it takes ownership of ln.
 func (s *server) Serve(ln net.Listener) error {
 	s.mu.Lock()
-	if s.ln != nil || s.inShutdown.Load() {
+	if s.ln != nil || s.shuttingDown() {
 		s.mu.Unlock()
 		ln.Close()
 		return errServerClosed
 	}
 	s.ln = ln
+	// Started under mu, so that Shutdown either sees ln set and waits for
+	// these goroutines, or runs first and Serve starts none of them.
+	// The hub returns after Shutdown, once every reader has left (and the
+	// backplane, if any, has returned); watchWrites once idle is closed.
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		s.hub.run()
+	}()
+	if s.bp != nil {
+		// It returns during Shutdown, once it has published what the
+		// readers read and delivered it back, or Shutdown gives up.
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.bp.run()
+		}()
+	}
+	go func() {
+		defer s.wg.Done()
+		s.watchWrites()
+	}()
 	s.mu.Unlock()
 	defer close(s.serving)
-	s.startHub()
 	s.log.Info().Str("addr", ln.Addr().String()).Str("framing", s.cfg.framing.String()).
 		Bool("tls", s.cfg.tls != nil).Msg("listening")
 	err := s.acceptLoop(ln)
-	if s.inShutdown.Load() {
+	if s.shuttingDown() {
 		return errServerClosed
 	}
 	return err
+}
+
+// shuttingDown reports whether Shutdown has begun.
+func (s *server) shuttingDown() bool {
+	select {
+	case <-s.quit:
+		return true
+	default:
+		return false
+	}
 }
 
 // useBackplane makes b, from dialBackplane, this server's backplane. It must
@@ -104,41 +130,19 @@ func (s *server) useBackplane(b *backplane) {
 	b.attach(s.hub)
 }
 
-// startHub starts the hub goroutine, the backplane's if any, and the write
-// watchdog, once. The hub and the backplane return during Shutdown; the
-// watchdog when Shutdown is done.
-func (s *server) startHub() {
-	s.hubOnce.Do(func() {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.hub.run()
-		}()
-		if s.bp != nil {
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				s.bp.run()
-			}()
-		}
-		go func() {
-			defer close(s.watchdogDone)
-			s.watchWrites()
-		}()
-	})
-}
-
 // watchWrites enforces --write-timeout: it closes every client whose write
 // has been in progress for that long (its peer stopped reading). One
 // goroutine checking every client a few times per timeout is cheaper than a
 // deadline armed per write, and keeps idle writers' stacks small. A write
-// is cut within a tenth of the timeout (10 ms to 1 s) after it expires.
+// is cut within a tenth of the timeout (10 ms to 1 s) after it expires. It
+// returns once idle is closed: writers drain their queues during Shutdown
+// under the same bound.
 func (s *server) watchWrites() {
 	t := time.NewTicker(min(max(s.cfg.writeTimeout/10, 10*time.Millisecond), time.Second))
 	defer t.Stop()
 	for {
 		select {
-		case <-s.finished:
+		case <-s.idle:
 			return
 		case now := <-t.C:
 			limit := now.Add(-s.cfg.writeTimeout).UnixNano()
@@ -153,6 +157,19 @@ func (s *server) watchWrites() {
 	}
 }
 
+// noteIdle closes idle once Shutdown has begun and no admitted connection is
+// left. s.mu must be held.
+func (s *server) noteIdle() {
+	if len(s.conns) > 0 || !s.shuttingDown() {
+		return
+	}
+	select {
+	case <-s.idle:
+	default:
+		close(s.idle)
+	}
+}
+
 // acceptLoop accepts until the listener fails for good, backing off on
 // temporary errors such as EMFILE.
 func (s *server) acceptLoop(ln net.Listener) error {
@@ -160,7 +177,7 @@ func (s *server) acceptLoop(ln net.Listener) error {
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
-			if s.inShutdown.Load() || errors.Is(err, net.ErrClosed) {
+			if s.shuttingDown() || errors.Is(err, net.ErrClosed) {
 				return err
 			}
 			var t interface{ Temporary() bool }
@@ -185,7 +202,10 @@ func (s *server) acceptLoop(ln net.Listener) error {
 			s.log.Debug().Err(err).Str("remote", conn.RemoteAddr().String()).Msg("keepalive not set")
 		}
 		if c := s.admit(conn); c != nil {
-			go s.handle(c)
+			// Shutdown waits for serving before it waits for wg, so
+			// this Add never races with that Wait.
+			s.wg.Add(1)
+			go s.handle(c) // returns when c's loops have ended and c is released
 		}
 	}
 }
@@ -206,7 +226,6 @@ func (s *server) admit(conn net.Conn) *client {
 		c = newClient(s.nextID.Add(1), s.cfg.tls.wrap(conn), s.hub, s.log)
 		s.conns[c] = struct{}{}
 		s.countIP(ip, +1)
-		s.wg.Add(1)
 	}
 	s.mu.Unlock()
 	if r != reasonNone {
@@ -243,6 +262,7 @@ func (s *server) release(c *client) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.countIP(remoteIP(c.conn), -1)
+	s.noteIdle()
 	s.mu.Unlock()
 
 	r := c.closeReason()
@@ -256,8 +276,9 @@ func (s *server) release(c *client) {
 
 // Shutdown stops the server gracefully:
 //  1. close the listener, so no client is admitted any more;
-//  2. set every connection's read deadline to now, so readers stop after
-//     handing the hub every complete message they have read;
+//  2. tell the hub to finish (hub.shutdown), and set every connection's read
+//     deadline to now, so readers stop after handing the hub every complete
+//     message they have read;
 //  3. once every reader has left (with --backplane: and the backplane has
 //     published what they read and delivered it back), the hub closes every
 //     send channel, so writers flush their queues and close their connections;
@@ -266,24 +287,31 @@ func (s *server) release(c *client) {
 //
 // It returns ctx's error if it had to force-close, and nil otherwise.
 func (s *server) Shutdown(ctx context.Context) error {
-	s.inShutdown.Store(true)
-	s.hub.closing.Store(true)
-	s.shutdownOnce.Do(func() { close(s.quit) })
 	s.mu.Lock()
+	select {
+	case <-s.quit:
+	default:
+		close(s.quit)
+	}
 	ln := s.ln
 	s.mu.Unlock()
-	if ln != nil {
-		ln.Close()
-		<-s.serving // no admit runs after this
+	if ln == nil { // Serve never ran, and now never starts anything
+		s.hub.shutdown()
+		if s.bp != nil {
+			s.bp.discard()
+		}
+		return nil
 	}
-	s.startHub() // so that the hub's exit below never waits on a hub never started
+	ln.Close()
+	<-s.serving // no admit runs after this, and no wg.Add
+	s.hub.shutdown()
 	now := time.Now()
 	s.mu.Lock()
 	for c := range s.conns {
 		c.conn.SetReadDeadline(now)
 	}
+	s.noteIdle()
 	s.mu.Unlock()
-	s.hub.stopOnce.Do(func() { close(s.hub.stop) })
 
 	allDone := make(chan struct{})
 	go func() {
@@ -305,8 +333,6 @@ func (s *server) Shutdown(ctx context.Context) error {
 		s.mu.Unlock()
 		<-allDone
 	}
-	s.finishOnce.Do(func() { close(s.finished) })
-	<-s.watchdogDone
 	s.log.Info().Err(err).Msg("shutdown complete")
 	return err
 }

@@ -313,8 +313,8 @@ func TestServeChurn(t *testing.T) {
 	}
 }
 
-// TestServeIdleCost guards the memory an idle client costs (README, idle
-// cost): both its goroutines must stay on the smallest stack, 2 KiB, also
+// TestServeIdleCost guards the memory an idle client costs (docs/design.md,
+// idle cost): both its goroutines must stay on the smallest stack, 2 KiB, also
 // after a message. A frame that grows on the way to a parked read or write
 // doubles a stack for good, which this catches, deterministically.
 func TestServeIdleCost(t *testing.T) {

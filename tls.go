@@ -22,7 +22,7 @@ var errNoCertificates = errors.New("no certificates found")
 // A certStore holds what the server presents and checks in TLS handshakes:
 // its certificate, from --tls-cert and --tls-key, and with --tls-client-ca
 // the pool of CAs a client certificate must be signed by. reload re-reads
-// the files (README: SIGHUP); handshakes already done are unaffected.
+// the files (docs/tls.md: SIGHUP); handshakes already done are unaffected.
 type certStore struct {
 	// Immutable after loadCertStore.
 	certFile, keyFile, caFile string
@@ -78,7 +78,7 @@ func (st *certStore) reload() error {
 // reloadOn re-reads the files on every signal from hup until ctx is done. It
 // is serve's SIGHUP goroutine. A failed reload keeps the current
 // certificates; new handshakes get the new ones, and connections already up
-// are unaffected (README).
+// are unaffected (docs/tls.md).
 func (st *certStore) reloadOn(ctx context.Context, hup <-chan os.Signal, log zerolog.Logger) {
 	for {
 		select {
@@ -211,16 +211,16 @@ func (s *server) handshake(c *client) bool {
 	if !ok {
 		return true
 	}
-	// Shutdown sets inShutdown and then the read deadline to now, to stop
-	// the handshake; each inShutdown check below comes after a deadline
+	// Shutdown closes quit and then sets the read deadline to now, to stop
+	// the handshake; each shuttingDown check below comes after a deadline
 	// change that may have undone that, and so sees it.
 	tc.SetDeadline(time.Now().Add(s.cfg.handshakeTimeout))
 	var err error
-	if !s.inShutdown.Load() {
+	if !s.shuttingDown() {
 		err = tc.Handshake()
 	}
 	tc.SetDeadline(time.Time{})
-	if s.inShutdown.Load() {
+	if s.shuttingDown() {
 		c.setReason(reasonShutdown)
 		return false
 	}

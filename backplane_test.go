@@ -17,6 +17,7 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/urfave/cli/v2"
 )
 
 // A natsServer is a real nats-server running in-process on 127.0.0.1, with
@@ -580,5 +581,112 @@ func TestBackplaneBadStart(t *testing.T) {
 				t.Errorf("stderr = %q; want one line \"echohub: ...%s...\"", stderr, tc.want)
 			}
 		})
+	}
+}
+
+// TestBackplaneNATSRestartUnderLoad: NATS stops and comes back while alice
+// floods, so publishes are in flight when it goes: they are sent again with
+// their message ids, and bob still gets every line once, in order.
+func TestBackplaneNATSRestartUnderLoad(t *testing.T) {
+	ns := startNATS(t, natsOptions(t, true))
+	cfg := backplaneConfig("LOAD", ns.url())
+	cfg.bpStorage = "file"
+	a, b := startNode(t, cfg), startNode(t, cfg)
+	alice, bob := dial(t, a.addr, "alice"), dial(t, b.addr, "bob")
+	a.waitClients(t, 1)
+	b.waitClients(t, 1)
+
+	const n = 3000
+	sent := make(chan error, 1)
+	go func() {
+		for i := range n {
+			alice.SetWriteDeadline(time.Now().Add(ioTimeout))
+			if _, err := io.WriteString(alice, line("alice", i, 32)); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	expectLines(t, bob, "alice", 0, 100) // the flood is under way
+	ns.restart(t)
+	expectLines(t, bob, "alice", 100, n)
+	if err := <-sent; err != nil {
+		t.Fatalf("alice: write: %v", err)
+	}
+	expectNothing(t, bob, 200*time.Millisecond)
+	if got := a.metric(t, "echohub_backplane_reconnects_total"); got < 1 {
+		t.Errorf("node A: echohub_backplane_reconnects_total = %v; want at least 1", got)
+	}
+	if got := a.closesTotal() + b.closesTotal(); got != 0 {
+		t.Errorf("clients closed: %d; want 0", got)
+	}
+}
+
+// TestBackplaneShutdownDelivers: a node shutting down publishes what its
+// readers read and delivers it back to its own clients before it closes them.
+func TestBackplaneShutdownDelivers(t *testing.T) {
+	ns := startNATS(t, natsOptions(t, true))
+	a := startNode(t, backplaneConfig("DRAIN", ns.url()))
+	alice, bob := dial(t, a.addr, "alice"), dial(t, a.addr, "bob")
+	a.waitClients(t, 2)
+	sendLines(t, alice, "alice", 0, 200)
+	waitFor(t, 5*time.Second, func() error {
+		if got := a.m.messagesReceived.Load(); got != 200 {
+			return fmt.Errorf("messages read = %d; want 200", got)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- a.Shutdown(ctx) }()
+	expectLines(t, bob, "alice", 0, 200)
+	expectClosed(t, bob)
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown() = %v; want nil", err)
+	}
+}
+
+// TestBackplaneFlags: the --backplane flags reach the config, from the
+// command line or the environment, with the documented defaults.
+func TestBackplaneFlags(t *testing.T) {
+	parse := func(t *testing.T, args ...string) config {
+		t.Helper()
+		var cfg config
+		app := &cli.App{Flags: serveFlags(), Action: func(cCtx *cli.Context) (err error) {
+			cfg, err = configFromCLI(cCtx)
+			return err
+		}}
+		if err := app.Run(append([]string{"serve"}, args...)); err != nil {
+			t.Fatalf("serve %v: %v", args, err)
+		}
+		return cfg
+	}
+	type bp struct {
+		URLs            []string
+		Stream, Storage string
+		Replicas        int
+		MaxAge          time.Duration
+		MaxBytes        int
+		Buffer, Window  int
+	}
+	get := func(cfg config) bp {
+		return bp{cfg.backplane, cfg.bpStream, cfg.bpStorage, cfg.bpReplicas, cfg.bpMaxAge, cfg.bpMaxBytes, cfg.bpBuffer, cfg.bpWindow}
+	}
+	if diff := cmp.Diff(bp{nil, "ECHOHUB", "memory", 1, time.Hour, 64 << 20, 256, 256}, get(parse(t))); diff != "" {
+		t.Errorf("defaults (-want +got):\n%s", diff)
+	}
+	got := get(parse(t, "--backplane", "nats://a:4222, tls://b:4222", "--backplane-stream", "CHAT", "--backplane-storage", "file",
+		"--backplane-replicas", "3", "--backplane-max-age", "10m", "--backplane-max-bytes", "1GiB",
+		"--backplane-buffer", "64", "--backplane-window", "32"))
+	if diff := cmp.Diff(bp{[]string{"nats://a:4222", "tls://b:4222"}, "CHAT", "file", 3, 10 * time.Minute, 1 << 30, 64, 32}, got); diff != "" {
+		t.Errorf("flags (-want +got):\n%s", diff)
+	}
+	t.Setenv("ECHOHUB_BACKPLANE", "nats://c:4222")
+	t.Setenv("ECHOHUB_BACKPLANE_STREAM", "ENV")
+	t.Setenv("ECHOHUB_BACKPLANE_WINDOW", "8")
+	if got := get(parse(t)); got.Stream != "ENV" || got.Window != 8 || len(got.URLs) != 1 || got.URLs[0] != "nats://c:4222" {
+		t.Errorf("env: %+v; want nats://c:4222, stream ENV, window 8", got)
 	}
 }

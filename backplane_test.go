@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -492,8 +493,10 @@ func TestBackplaneFrozenNode(t *testing.T) {
 		return nil
 	})
 
-	// frozen thaws: what it gets is a prefix and a suffix of alice's lines,
-	// with one gap of exactly what B counted as lost.
+	// frozen thaws: it gets alice's lines in order, from the first, with
+	// gaps (one per time B resumed past what the stream had dropped). Line i
+	// is stream sequence i+1, so every missing line must be in a range B
+	// logged, and lost_total must count them all.
 	var got []int
 	for len(got) == 0 || got[len(got)-1] != n-1 {
 		frozen.SetReadDeadline(time.Now().Add(ioTimeout))
@@ -505,20 +508,27 @@ func TestBackplaneFrozenNode(t *testing.T) {
 		fmt.Sscanf(s, "alice %d", &i)
 		got = append(got, i)
 	}
-	gaps := 0
-	for k := 1; k < len(got); k++ {
-		if got[k] != got[k-1]+1 {
-			gaps++
+	var missing [][2]uint64 // sequence ranges
+	for k := range got {
+		prev := -1
+		if k > 0 {
+			prev = got[k-1]
+		}
+		switch {
+		case got[k] <= prev:
+			t.Fatalf("frozen: line %d after line %d", got[k], prev)
+		case got[k] > prev+1:
+			missing = append(missing, [2]uint64{uint64(prev + 2), uint64(got[k])})
 		}
 	}
-	lost := b.metric(t, "echohub_backplane_lost_total")
-	if gaps != 1 || got[0] != 0 || int(lost) != n-len(got) {
-		t.Errorf("frozen got %d lines with %d gaps, first %d; lost_total = %v; want one gap, first 0, lost_total %d",
-			len(got), gaps, got[0], lost, n-len(got))
+	if len(missing) == 0 {
+		t.Fatal("frozen missed nothing; want a gap (the stream retains less than was sent)")
 	}
-	want := fmt.Sprintf(`"lost":%d,`, n-len(got))
-	if !b.logs.has("backplane messages lost", want) {
-		t.Errorf("node B logged no %q with %s", "backplane messages lost", want)
+	if lost := b.metric(t, "echohub_backplane_lost_total"); int(lost) != n-len(got) {
+		t.Errorf("node B: echohub_backplane_lost_total = %v; want %d (the lines frozen missed)", lost, n-len(got))
+	}
+	if diff := cmp.Diff(missing, b.logs.lostRanges(t)); diff != "" {
+		t.Errorf("node B: ranges logged as lost (-missed +logged):\n%s", diff)
 	}
 	if got := b.closesTotal(); got != 0 {
 		t.Errorf("node B: clients closed: %d; want 0 (frozen is alone: nobody to fall behind)", got)
@@ -689,4 +699,29 @@ func TestBackplaneFlags(t *testing.T) {
 	if got := get(parse(t)); got.Stream != "ENV" || got.Window != 8 || len(got.URLs) != 1 || got.URLs[0] != "nats://c:4222" {
 		t.Errorf("env: %+v; want nats://c:4222, stream ENV, window 8", got)
 	}
+}
+
+// lostRanges returns the sequence ranges of every "backplane messages lost"
+// log line, checking that each line's count fits its range.
+func (l *logBuffer) lostRanges(t *testing.T) [][2]uint64 {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var ranges [][2]uint64
+	for line := range strings.Lines(l.buf.String()) {
+		var raw struct {
+			Message string `json:"message"`
+			Lost    uint64 `json:"lost"`
+			From    uint64 `json:"from_seq"`
+			To      uint64 `json:"to_seq"`
+		}
+		if json.Unmarshal([]byte(line), &raw) != nil || raw.Message != "backplane messages lost: this node fell further behind than the stream retains" {
+			continue
+		}
+		if raw.To-raw.From+1 != raw.Lost {
+			t.Errorf("log: lost %d for sequences %d to %d", raw.Lost, raw.From, raw.To)
+		}
+		ranges = append(ranges, [2]uint64{raw.From, raw.To})
+	}
+	return ranges
 }

@@ -19,23 +19,32 @@ func (b *backplane) run() {
 	defer b.stopNow() // readers still blocked on in return: nothing will take it
 	defer close(b.fed)
 	var backoff time.Duration
+	wait := func(err error) bool { // false on abort
+		backoff = min(max(2*backoff, bpBackoffMin), bpBackoffMax)
+		if err != nil {
+			b.lossLog.Warn().Err(err).Dur("backoff", backoff).Msg("backplane reconnect failed")
+		}
+		select {
+		case <-time.After(backoff):
+			return true
+		case <-b.abort:
+			b.abandoned()
+			return false
+		}
+	}
 	for {
 		if b.sess == nil {
 			sess, err := b.reopen()
 			if err != nil {
-				backoff = min(max(2*backoff, bpBackoffMin), bpBackoffMax)
-				b.lossLog.Warn().Err(err).Dur("backoff", backoff).Msg("backplane reconnect failed")
-				select {
-				case <-time.After(backoff):
-					continue
-				case <-b.abort:
-					b.abandoned()
+				if !wait(err) {
 					return
 				}
+				continue
 			}
-			b.sess, backoff = sess, 0
+			b.sess = sess
 			b.reconnects.Add(1)
 		}
+		start := time.Now()
 		end := b.session(b.sess)
 		b.sess.nc.Close()
 		b.sess = nil
@@ -47,6 +56,15 @@ func (b *backplane) run() {
 			return
 		}
 		b.log.Error().Err(end).Int("unacked", len(b.window)).Msg("backplane down; clients wait")
+		// A session that failed at once (its consumer could not be made)
+		// counts as a failed attempt: no reconnecting in a tight loop.
+		if time.Since(start) < bpBackoffMax {
+			if !wait(nil) {
+				return
+			}
+		} else {
+			backoff = 0
+		}
 	}
 }
 

@@ -69,18 +69,18 @@ type backplane struct {
 	cfg         config
 	log         zerolog.Logger
 	lossLog     zerolog.Logger // sampled: publish failures can come per message
-	hub         *hub           //
+	hub         *hub           // the hub the consumer feeds
 	node        string         // this process's id: hdrNode, and the prefix of every message id
 	in          chan message   // from readers, cap publishQueue; never closed
 	readersGone chan struct{}  // closed by the hub once it drains and every reader has left
 	fed         chan struct{}  // closed when the consumer has handed the hub its last message
-	abort       chan struct{}  // closed when Shutdown gives up: every backplane wait ends
-	done        chan struct{}  // closed when run returns
+	abort       chan struct{}  // closed when Shutdown gives up, or by run as it returns: every backplane wait ends
 
 	readersOnce sync.Once // closes readersGone
 	abortOnce   sync.Once // closes abort
 
-	// Accessed atomically: metrics and /readyz read them.
+	// Accessed atomically: metrics and /readyz read them. The consumer
+	// writes lastDelivered, and run while no consumer runs (reopen).
 	up            atomic.Bool   // connected, the stream found, consuming
 	lastDelivered atomic.Uint64 // stream sequence of the last message handed to the hub
 	streamLast    atomic.Uint64 // highest stream sequence known to exist
@@ -123,7 +123,6 @@ func dialBackplane(ctx context.Context, cfg config, log zerolog.Logger) (*backpl
 		readersGone: make(chan struct{}),
 		fed:         make(chan struct{}),
 		abort:       make(chan struct{}),
-		done:        make(chan struct{}),
 		senders:     make(map[uint64]*client),
 	}
 	b.lossLog = b.log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second})

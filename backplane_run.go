@@ -15,7 +15,6 @@ import (
 // returns once Shutdown has drained it (every message read published and
 // delivered back) or given up (abort), having closed fed and the connection.
 func (b *backplane) run() {
-	defer close(b.done)
 	defer b.stopNow() // readers still blocked on in return: nothing will take it
 	defer close(b.fed)
 	var backoff time.Duration

@@ -725,3 +725,36 @@ func (l *logBuffer) lostRanges(t *testing.T) [][2]uint64 {
 	}
 	return ranges
 }
+
+// TestBackplaneShutdownNATSDown: a node shutting down while NATS is down
+// cannot store what its readers hold; it gives up at --shutdown-timeout's
+// deadline, logs how much it could not store, and leaves no goroutine behind.
+func TestBackplaneShutdownNATSDown(t *testing.T) {
+	ns := startNATS(t, natsOptions(t, true))
+	a := startNode(t, backplaneConfig("DOWN", ns.url()))
+	alice := dial(t, a.addr, "alice")
+	a.waitClients(t, 1)
+	ns.stop()
+	waitFor(t, 5*time.Second, func() error {
+		if code := a.readyz(t); code != http.StatusServiceUnavailable {
+			return fmt.Errorf("/readyz = %d; want 503", code)
+		}
+		return nil
+	})
+	sendLines(t, alice, "alice", 0, 20)
+	waitFor(t, 5*time.Second, func() error {
+		if got := a.m.messagesReceived.Load(); got != 20 {
+			return fmt.Errorf("messages read = %d; want 20", got)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := a.Shutdown(ctx); err != context.DeadlineExceeded {
+		t.Errorf("Shutdown() = %v; want context.DeadlineExceeded", err)
+	}
+	expectClosed(t, alice)
+	if !a.logs.has("backplane stopped before these read messages were stored") {
+		t.Error("no log of the messages the backplane could not store")
+	}
+}

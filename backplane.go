@@ -95,11 +95,15 @@ type backplane struct {
 	nextID  uint64       // message ids: node + "-" + nextID
 	created time.Time    // the stream's creation time: another one means it was recreated
 
-	// Guarded by mu. --exclude-sender: this node's registered clients by id,
-	// so that the consumer can tell the hub which local client, if any,
-	// sent a message. The hub adds and removes them.
-	mu      sync.Mutex
-	senders map[uint64]*client
+	// Guarded by mu. senders (--exclude-sender): this node's registered
+	// clients by id, so that the consumer can tell the hub which local
+	// client, if any, sent a message; the hub adds and removes them.
+	// progress is closed and replaced when a publish is acknowledged or a
+	// message delivered while settle waits (waiters > 0).
+	mu       sync.Mutex
+	senders  map[uint64]*client
+	progress chan struct{}
+	waiters  atomic.Int32 // settle calls waiting
 }
 
 // A bpSession is one connection to NATS and what was set up on it.
@@ -124,6 +128,7 @@ func dialBackplane(ctx context.Context, cfg config, log zerolog.Logger) (*backpl
 		fed:         make(chan struct{}),
 		abort:       make(chan struct{}),
 		senders:     make(map[uint64]*client),
+		progress:    make(chan struct{}),
 	}
 	b.lossLog = b.log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second})
 	sess, info, err := b.open(ctx)
@@ -300,6 +305,46 @@ func (b *backplane) sender(id uint64) *client {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.senders[id]
+}
+
+// settle waits until every message c sent has been acknowledged by JetStream
+// and delivered back to this node, for at most --write-timeout, or until
+// the server shuts down (c then stays registered anyway) or the backplane
+// gives up. c's reader calls it after c half-closed, before it leaves the hub.
+func (b *backplane) settle(c *client) {
+	b.waiters.Add(1)
+	defer b.waiters.Add(-1)
+	limit := time.NewTimer(b.cfg.writeTimeout)
+	defer limit.Stop()
+	for {
+		b.mu.Lock()
+		progress := b.progress
+		b.mu.Unlock()
+		if c.bpAcked.Load() >= c.msgsIn.Load() && b.lastDelivered.Load() >= c.bpSeq.Load() {
+			return
+		}
+		select {
+		case <-progress:
+		case <-limit.C:
+			return
+		case <-b.hub.stop:
+			return
+		case <-b.abort:
+			return
+		}
+	}
+}
+
+// advanced wakes settle calls, if any: a publish was acknowledged or a
+// message delivered. It costs one atomic load when nobody waits.
+func (b *backplane) advanced() {
+	if b.waiters.Load() == 0 {
+		return
+	}
+	b.mu.Lock()
+	close(b.progress)
+	b.progress = make(chan struct{})
+	b.mu.Unlock()
 }
 
 // readersLeft tells b that the server is shutting down and no reader will

@@ -47,6 +47,7 @@ func (b *backplane) consume(it jetstream.MessagesContext, progress chan<- struct
 		}
 		b.lastDelivered.Store(seq)
 		b.received.Add(1)
+		b.advanced()
 		select {
 		case progress <- struct{}{}:
 		default:

@@ -19,9 +19,11 @@ var errConnClosed = errors.New("connection closed")
 // A bpPending is a publish awaiting its acknowledgement. msg keeps its message
 // id however often it is sent, so that the stream stores it once.
 type bpPending struct {
-	msg  *nats.Msg
-	ack  jetstream.PubAckFuture // of the last send on the current connection; nil before it
-	sent time.Time
+	from  *client // the client that sent it
+	count int     // framed messages in it
+	msg   *nats.Msg
+	ack   jetstream.PubAckFuture // of the last send on the current connection; nil before it
+	sent  time.Time
 }
 
 // publishLoop publishes what readers hand to in, each read's worth as one
@@ -82,10 +84,14 @@ func (b *backplane) publishLoop(sess *bpSession, consumerDone <-chan struct{}) e
 				return err
 			}
 		case ack := <-ok:
+			p := b.window[0]
 			b.window[0] = nil
 			b.window = b.window[1:]
 			b.published.Add(1)
 			b.seen(ack.Sequence)
+			p.from.bpSeq.Store(ack.Sequence)
+			p.from.bpAcked.Add(uint64(p.count))
+			b.advanced()
 		case err := <-failed:
 			b.lossLog.Warn().Err(err).Int("unacked", len(b.window)).Msg("backplane publish not acknowledged; sending again")
 			select {
@@ -125,7 +131,7 @@ func (b *backplane) pending(m message) *bpPending {
 		hdrClient:             {strconv.FormatUint(m.from.id, 10)},
 		hdrCount:              {strconv.Itoa(m.count)},
 	}
-	return &bpPending{msg: &nats.Msg{Subject: b.cfg.bpStream, Header: hdr, Data: m.data}}
+	return &bpPending{from: m.from, count: m.count, msg: &nats.Msg{Subject: b.cfg.bpStream, Header: hdr, Data: m.data}}
 }
 
 // send publishes p on sess without waiting for its acknowledgement.

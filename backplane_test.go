@@ -758,3 +758,22 @@ func TestBackplaneShutdownNATSDown(t *testing.T) {
 		t.Error("no log of the messages the backplane could not store")
 	}
 }
+
+// TestBackplaneHalfClose: a client that half-closes still gets everything
+// sent before it left, its own messages included (README), although these
+// come back to its node through the stream only after it has closed its side.
+func TestBackplaneHalfClose(t *testing.T) {
+	ns := startNATS(t, natsOptions(t, true))
+	cfg := backplaneConfig("HALF", ns.url())
+	a, b := startNode(t, cfg), startNode(t, cfg)
+	alice, carol := dial(t, a.addr, "alice"), dial(t, b.addr, "carol")
+	a.waitClients(t, 1)
+	b.waitClients(t, 1)
+	sendLines(t, alice, "alice", 0, 3)
+	if err := alice.Conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	expectLines(t, alice, "alice", 0, 3)
+	expectClosed(t, alice)
+	expectLines(t, carol, "alice", 0, 3)
+}

@@ -92,6 +92,10 @@ type client struct {
 	stalled      atomic.Bool  // set by the hub while it waits for room in this queue
 	writingSince atomic.Int64 // set by writeLoop: UnixNano when the write in progress began, 0 between writes; read by the hub and watchWrites
 
+	// --backplane only: written by its publisher, read by settle.
+	bpAcked atomic.Uint64 // messages read from c that JetStream has acknowledged
+	bpSeq   atomic.Uint64 // stream sequence of the last of them
+
 	// Statistics, each written by one goroutine and read by anyone.
 	msgsIn, bytesIn   atomic.Uint64 // readLoop
 	msgsOut, bytesOut atomic.Uint64 // writeLoop

@@ -215,6 +215,11 @@ func (h *hub) register(c *client) bool {
 
 // unregister tells the hub that c's readLoop has ended.
 func (h *hub) unregister(c *client) {
+	if h.bp != nil && c.closeReason() == reasonEOF {
+		// README: a client that half-closes still gets its own messages;
+		// with a backplane they are still on their way through the stream.
+		h.bp.settle(c)
+	}
 	select {
 	case h.leave <- c:
 	case <-h.done:

@@ -19,9 +19,9 @@ import (
 
 // Headers on every backplane message, and the stream metadata a node checks.
 const (
-	hdrNode         = "Echohub-Node"   // id of the node whose client sent it (random per process)
-	hdrClient       = "Echohub-Client" // that client's id on its node, for --exclude-sender
-	hdrCount        = "Echohub-Count"  // complete framed messages in the data
+	hdrNode         = "Echohub-Node"  // id of the node whose client sent it (random per process)
+	hdrParts        = "Echohub-Parts" // the reads in the data: "client:bytes:messages ..." (client ids for --exclude-sender)
+	hdrCount        = "Echohub-Count" // complete framed messages in the data
 	metaFraming     = "echohub_framing"
 	metaMaxMessage  = "echohub_max_message"
 	bpHeaderReserve = 512 // bytes of headers and subject a message carries beside its data, at most
@@ -35,11 +35,6 @@ const (
 	// bpAckTimeout is how long a publish may wait for its acknowledgement
 	// before it is sent again, with the same message id.
 	bpAckTimeout = 2 * time.Second
-	// bpHeadStall: while the oldest publish has waited this long for its
-	// acknowledgement, nothing new is published. A publish lost in a fault
-	// (a stream leader that died) is then sent again before anything read
-	// after it can be stored, so each client's messages keep their order.
-	bpHeadStall = 250 * time.Millisecond
 	// bpDuplicateWindowMin and bpDuplicateWindow bound JetStream's
 	// deduplication window on a stream this node creates: a message sent
 	// again within it is stored once. It is never longer than --backplane-max-age.
@@ -71,6 +66,7 @@ type backplane struct {
 	lossLog     zerolog.Logger // sampled: publish failures can come per message
 	hub         *hub           // the hub the consumer feeds
 	node        string         // this process's id: hdrNode, and the prefix of every message id
+	maxFrame    int            // the largest read's worth: one largest message
 	in          chan message   // from readers, cap publishQueue; never closed
 	readersGone chan struct{}  // closed by the hub once it drains and every reader has left
 	fed         chan struct{}  // closed when the consumer has handed the hub its last message
@@ -90,10 +86,12 @@ type backplane struct {
 	reconnects    atomic.Uint64 // connections made after the first
 
 	// Owned by run.
-	sess    *bpSession   // nil while disconnected
-	window  []*bpPending // published, not yet acknowledged, in the order read
-	nextID  uint64       // message ids: node + "-" + nextID
-	created time.Time    // the stream's creation time: another one means it was recreated
+	sess        *bpSession // nil while disconnected
+	inflight    *bpBatch   // published, not yet acknowledged; nil when none
+	gather      []message  // reads taken from in since inflight was sent, in order
+	gatherBytes int        // their data
+	nextID      uint64     // message ids: node + "-" + nextID
+	created     time.Time  // the stream's creation time: another one means it was recreated
 
 	// Guarded by mu. senders (--exclude-sender): this node's registered
 	// clients by id, so that the consumer can tell the hub which local
@@ -123,6 +121,7 @@ func dialBackplane(ctx context.Context, cfg config, log zerolog.Logger) (*backpl
 		cfg:         cfg,
 		log:         log.With().Str("stream", cfg.bpStream).Logger(),
 		node:        nuid.Next(),
+		maxFrame:    cfg.framing.maxFrame(cfg.maxMessage),
 		in:          make(chan message, publishQueue),
 		readersGone: make(chan struct{}),
 		fed:         make(chan struct{}),
@@ -168,13 +167,13 @@ func (b *backplane) open(ctx context.Context) (*bpSession, *jetstream.StreamInfo
 		nc.Close()
 		return nil, nil, err
 	}
-	if need := cfg.framing.maxFrame(cfg.maxMessage) + bpHeaderReserve; int64(need) > nc.MaxPayload() {
+	if need := b.maxFrame + bpHeaderReserve + bpPartHeader; int64(need) > nc.MaxPayload() {
 		return fail(fmt.Errorf("--max-message: %d bytes do not fit the NATS server's max_payload (%d)", cfg.maxMessage, nc.MaxPayload()))
 	}
 	sess.js, err = jetstream.New(nc,
-		// Room beside the window for the futures of earlier sends of
-		// messages sent again, which nats.go keeps until they time out.
-		jetstream.WithPublishAsyncMaxPending(8*cfg.bpWindow),
+		// One message is in flight; room for the futures of its earlier
+		// sends, which nats.go keeps until they time out.
+		jetstream.WithPublishAsyncMaxPending(64),
 		jetstream.WithPublishAsyncTimeout(bpAckTimeout),
 		jetstream.WithDefaultTimeout(bpRequestTimeout))
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -38,7 +39,7 @@ func (b *backplane) consume(it jetstream.MessagesContext, progress chan<- struct
 			b.log.Error().Uint64("lost", n).Uint64("from_seq", last+1).Uint64("to_seq", seq-1).
 				Msg("backplane messages lost: this node fell further behind than the stream retains")
 		}
-		if m, ok := b.message(msg); ok {
+		for _, m := range b.messages(msg) {
 			select {
 			case h.publish <- m:
 			case <-b.abort:
@@ -55,30 +56,46 @@ func (b *backplane) consume(it jetstream.MessagesContext, progress chan<- struct
 	}
 }
 
-// message returns what the hub fans out for msg: its data, the number of
-// framed messages in it and, with --exclude-sender, this node's client that
-// sent it, if any. It reports false for a message the hub cannot queue: empty,
-// or larger than --max-pending (a node with a larger --max-message); that one
-// is counted as lost.
-func (b *backplane) message(msg jetstream.Msg) (message, bool) {
-	m := message{data: msg.Data(), count: 1}
-	if len(m.data) == 0 {
-		return m, false
+// messages returns what the hub fans out for msg: each read in it, with the
+// number of framed messages it holds and, with --exclude-sender, this node's
+// client that sent it, if any. The reads share msg's data, read-only. It
+// returns none for a message the hub cannot queue: empty, or a read larger
+// than --max-pending (a node with a larger --max-message); that one is
+// counted as lost.
+func (b *backplane) messages(msg jetstream.Msg) []message {
+	data, hdr := msg.Data(), msg.Headers()
+	if len(data) == 0 {
+		return nil
 	}
-	if len(m.data) > b.cfg.maxPending {
-		b.lost.Add(1)
-		b.lossLog.Error().Int("bytes", len(m.data)).
-			Msg("backplane message larger than --max-pending skipped; give every node the same --max-message")
-		return m, false
+	local := b.cfg.excludeSender && hdr.Get(hdrNode) == b.node
+	parts := strings.Fields(hdr.Get(hdrParts))
+	if len(parts) == 0 { // not from echohub: one message
+		parts = []string{"0:" + strconv.Itoa(len(data)) + ":1"}
 	}
-	hdr := msg.Headers()
-	if n, err := strconv.Atoi(hdr.Get(hdrCount)); err == nil && n > 0 {
-		m.count = n
-	}
-	if b.cfg.excludeSender && hdr.Get(hdrNode) == b.node {
-		if id, err := strconv.ParseUint(hdr.Get(hdrClient), 10, 64); err == nil {
+	ms := make([]message, 0, len(parts))
+	for _, p := range parts {
+		var id uint64
+		var size, count int
+		f := strings.Split(p, ":")
+		ok := len(f) == 3
+		if ok {
+			id, _ = strconv.ParseUint(f[0], 10, 64)
+			size, _ = strconv.Atoi(f[1])
+			count, _ = strconv.Atoi(f[2])
+			ok = size > 0 && size <= len(data) && count > 0
+		}
+		if !ok || size > b.cfg.maxPending {
+			b.lost.Add(1)
+			b.lossLog.Error().Int("bytes", len(data)).Str("parts", hdr.Get(hdrParts)).
+				Msg("backplane message skipped: malformed, or a read larger than --max-pending (give every node the same --max-message)")
+			return nil
+		}
+		m := message{data: data[:size:size], count: count}
+		if local {
 			m.from = b.sender(id)
 		}
+		ms = append(ms, m)
+		data = data[size:]
 	}
-	return m, true
+	return ms
 }

@@ -4,96 +4,91 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// bpRetryWait is the pause before a publish that failed is sent again.
-const bpRetryWait = 100 * time.Millisecond
+const (
+	// bpRetryWait is the pause before a publish that failed is sent again.
+	bpRetryWait = 100 * time.Millisecond
+	// bpPartHeader bounds the bytes hdrParts takes per read in a batch.
+	bpPartHeader = 48
+)
 
 // errConnClosed ends a session whose NATS connection closed.
 var errConnClosed = errors.New("connection closed")
 
-// A bpPending is a publish awaiting its acknowledgement. msg keeps its message
-// id however often it is sent, so that the stream stores it once.
-type bpPending struct {
-	from  *client // the client that sent it
-	count int     // framed messages in it
+// A bpBatch is one stream message: the reads gathered while the previous one
+// awaited its acknowledgement, back to back, in the order read. Once sealed
+// it never changes, and it keeps its message id however often it is sent, so
+// that the stream stores it once.
+type bpBatch struct {
+	parts []message // the reads in msg.Data, in order; their data is msg.Data's
+	count int       // framed messages in all parts
 	msg   *nats.Msg
 	ack   jetstream.PubAckFuture // of the last send on the current connection; nil before it
-	sent  time.Time
 }
 
-// publishLoop publishes what readers hand to in, each read's worth as one
-// stream message, keeping at most --backplane-window unacknowledged: when the
-// window is full it stops taking from in, readers block, and TCP pushes back
-// on their clients (README). It runs on run's goroutine and returns when
-// sess fails (an error), when Shutdown has drained it (nil: every message read
-// is acknowledged) or when Shutdown gives up (errBackplaneAborted).
+// publishLoop publishes what readers hand to in. It runs on run's goroutine
+// and returns when sess fails (an error), when Shutdown has drained it (nil:
+// every message read is acknowledged) or when Shutdown gives up
+// (errBackplaneAborted).
 //
-// Acknowledgements are taken in order. A publish that fails (no stream leader,
-// no acknowledgement within bpAckTimeout) is sent again, with every one after
-// it, in order and with the same message ids: JetStream stores once what it
-// already had, and each client's messages keep their order. To keep that
-// order across a fault:
-//  1. nats.go does not reconnect by itself (NoReconnect): a new connection is
-//     run's, and the window is sent again on it before anything new, so a
-//     message never races one read before it over two connections;
-//  2. nothing new is published while the oldest publish has waited
-//     bpHeadStall, so a new stream leader elected meanwhile (seconds) cannot
-//     store a later message before the one lost with the old leader.
+// One stream message at most awaits its acknowledgement (inflight); what
+// readers hand over meanwhile is gathered (up to --backplane-window reads and
+// the NATS server's max_payload) and published as the next stream message
+// once the acknowledgement arrives. When the gathered batch is full the loop
+// stops taking from in, readers block, and TCP pushes back on their clients
+// (README). A light stream goes out one read at a time at once; a heavy one in
+// batches whose size follows the round trip to JetStream, as the hub's own
+// batching follows its writers.
+//
+// With one message in flight, each client's messages keep their order through
+// any fault: a publish that fails (no stream leader, no acknowledgement
+// within bpAckTimeout, the connection lost) is sent again, with the same
+// message id, before anything read after it, whether on this connection or,
+// after run has made a new one, on that (nats.go does not reconnect by itself:
+// NoReconnect). Several in flight would let a new stream leader store a later
+// message before an earlier one lost with the old leader.
 func (b *backplane) publishLoop(sess *bpSession, consumerDone <-chan struct{}) error {
-	for _, p := range b.window {
-		if err := b.send(sess, p); err != nil {
+	if b.inflight != nil {
+		if err := b.send(sess, b.inflight); err != nil {
 			return err
 		}
 	}
-	head := stoppedTimer()
-	defer head.Stop()
-	var armed *bpPending // the window's head when head was last armed
 	info := time.NewTicker(bpInfoEvery)
 	defer info.Stop()
-	readersGone, draining := b.readersGone, false
+	readersGone, draining := b.readersGone, b.readersGoneClosed()
 	for {
-		if draining && len(b.in) == 0 && len(b.window) == 0 {
+		if b.inflight == nil && len(b.gather) > 0 {
+			b.inflight = b.seal()
+			if err := b.send(sess, b.inflight); err != nil {
+				return err
+			}
+		}
+		if draining && b.inflight == nil && len(b.in) == 0 {
 			return nil
 		}
 		var in chan message
-		if len(b.window) < b.cfg.bpWindow {
+		if len(b.gather) < b.cfg.bpWindow && b.gatherBytes+b.maxFrame+bpPartHeader*(len(b.gather)+1) <= b.batchLimit(sess) {
 			in = b.in
 		}
 		var ok <-chan *jetstream.PubAck
 		var failed <-chan error
-		if len(b.window) > 0 {
-			p := b.window[0]
-			ok, failed = p.ack.Ok(), p.ack.Err()
-			if wait := bpHeadStall - time.Since(p.sent); wait <= 0 {
-				in = nil
-			} else if armed != p {
-				armed = p
-				head.Reset(wait)
-			}
+		if b.inflight != nil {
+			ok, failed = b.inflight.ack.Ok(), b.inflight.ack.Err()
 		}
 		select {
 		case m := <-in:
-			p := b.pending(m)
-			b.window = append(b.window, p)
-			if err := b.send(sess, p); err != nil {
-				return err
-			}
+			b.gather = append(b.gather, m)
+			b.gatherBytes += len(m.data)
 		case ack := <-ok:
-			p := b.window[0]
-			b.window[0] = nil
-			b.window = b.window[1:]
-			b.published.Add(1)
-			b.seen(ack.Sequence)
-			p.from.bpSeq.Store(ack.Sequence)
-			p.from.bpAcked.Add(uint64(p.count))
-			b.advanced()
+			b.acked(ack)
 		case err := <-failed:
-			b.lossLog.Warn().Err(err).Int("unacked", len(b.window)).Msg("backplane publish not acknowledged; sending again")
+			b.lossLog.Warn().Err(err).Int("messages", b.inflight.count).Msg("backplane publish not acknowledged; sending again")
 			select {
 			case <-time.After(bpRetryWait):
 			case <-sess.closed:
@@ -101,13 +96,9 @@ func (b *backplane) publishLoop(sess *bpSession, consumerDone <-chan struct{}) e
 			case <-b.abort:
 				return errBackplaneAborted
 			}
-			for _, p := range b.window {
-				if err := b.send(sess, p); err != nil {
-					return err
-				}
+			if err := b.send(sess, b.inflight); err != nil {
+				return err
 			}
-		case <-head.C:
-			armed = nil // re-evaluated at the top: the head may be stalled now
 		case <-info.C:
 			b.refreshLast(sess)
 		case <-readersGone:
@@ -122,27 +113,100 @@ func (b *backplane) publishLoop(sess *bpSession, consumerDone <-chan struct{}) e
 	}
 }
 
-// pending makes the stream message for m, with a new message id.
-func (b *backplane) pending(m message) *bpPending {
+// readersGoneClosed reports whether the hub has said that every reader left.
+func (b *backplane) readersGoneClosed() bool {
+	select {
+	case <-b.readersGone:
+		return true
+	default:
+		return false
+	}
+}
+
+// batchLimit is the most bytes of data and per-read headers one stream
+// message may carry on sess.
+func (b *backplane) batchLimit(sess *bpSession) int {
+	return int(sess.nc.MaxPayload()) - bpHeaderReserve
+}
+
+// seal makes the gathered reads the next stream message, with a new message
+// id. hdrParts lists each read as client id, bytes and framed messages.
+func (b *backplane) seal() *bpBatch {
+	parts := b.gather
+	b.gather, b.gatherBytes = nil, 0
 	b.nextID++
+	var data []byte
+	if len(parts) == 1 {
+		data = parts[0].data // shared read-only, as the hub shares it
+	} else {
+		data = make([]byte, 0, b.gatherBytesOf(parts))
+	}
+	var desc strings.Builder
+	count := 0
+	for i, m := range parts {
+		if len(parts) > 1 {
+			data = append(data, m.data...)
+		}
+		if i > 0 {
+			desc.WriteByte(' ')
+		}
+		desc.WriteString(strconv.FormatUint(m.from.id, 10))
+		desc.WriteByte(':')
+		desc.WriteString(strconv.Itoa(len(m.data)))
+		desc.WriteByte(':')
+		desc.WriteString(strconv.Itoa(m.count))
+		count += m.count
+	}
 	hdr := nats.Header{
 		jetstream.MsgIDHeader: {b.node + "-" + strconv.FormatUint(b.nextID, 10)},
 		hdrNode:               {b.node},
-		hdrClient:             {strconv.FormatUint(m.from.id, 10)},
-		hdrCount:              {strconv.Itoa(m.count)},
+		hdrParts:              {desc.String()},
+		hdrCount:              {strconv.Itoa(count)},
 	}
-	return &bpPending{from: m.from, count: m.count, msg: &nats.Msg{Subject: b.cfg.bpStream, Header: hdr, Data: m.data}}
+	return &bpBatch{parts: parts, count: count, msg: &nats.Msg{Subject: b.cfg.bpStream, Header: hdr, Data: data}}
+}
+
+// gatherBytesOf returns the bytes of data in parts.
+func (b *backplane) gatherBytesOf(parts []message) int {
+	n := 0
+	for _, m := range parts {
+		n += len(m.data)
+	}
+	return n
+}
+
+// acked records the acknowledgement of the message in flight.
+func (b *backplane) acked(ack *jetstream.PubAck) {
+	p := b.inflight
+	b.inflight = nil
+	b.published.Add(1)
+	b.seen(ack.Sequence)
+	for _, m := range p.parts {
+		m.from.bpSeq.Store(ack.Sequence)
+		m.from.bpAcked.Add(uint64(m.count))
+	}
+	b.advanced()
 }
 
 // send publishes p on sess without waiting for its acknowledgement.
-func (b *backplane) send(sess *bpSession, p *bpPending) error {
+func (b *backplane) send(sess *bpSession, p *bpBatch) error {
 	ack, err := sess.js.PublishMsgAsync(p.msg)
 	if err != nil {
 		p.ack = nil
 		return err
 	}
-	p.ack, p.sent = ack, time.Now()
+	p.ack = ack
 	return nil
+}
+
+// unstored is how many reads this node holds that the stream has not
+// acknowledged.
+func (b *backplane) unstored() int {
+	n := len(b.gather) + len(b.in)
+	if b.inflight != nil {
+		n += len(b.inflight.parts)
+	}
+	return n
 }
 
 // refreshLast learns the stream's last sequence, so that the lag metric

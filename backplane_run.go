@@ -54,7 +54,7 @@ func (b *backplane) run() {
 		case end == nil: // drained
 			return
 		}
-		b.log.Error().Err(end).Int("unacked", len(b.window)).Msg("backplane down; clients wait")
+		b.log.Error().Err(end).Int("unstored", b.unstored()).Msg("backplane down; clients wait")
 		// A session that failed at once (its consumer could not be made)
 		// counts as a failed attempt: no reconnecting in a tight loop.
 		if time.Since(start) < bpBackoffMax {
@@ -94,7 +94,7 @@ func (b *backplane) reopen() (*bpSession, error) {
 	}
 	b.seen(info.State.LastSeq)
 	b.log.Info().Str("url", sess.nc.ConnectedUrlRedacted()).Uint64("seq", b.lastDelivered.Load()).
-		Int("unacked", len(b.window)).Msg("backplane reconnected")
+		Int("unstored", b.unstored()).Msg("backplane reconnected")
 	return sess, nil
 }
 
@@ -160,7 +160,7 @@ func (b *backplane) deliverOwn(sess *bpSession, progress <-chan struct{}, consum
 
 // abandoned logs what Shutdown's deadline cut off.
 func (b *backplane) abandoned() {
-	if n := len(b.window) + len(b.in); n > 0 {
+	if n := b.unstored(); n > 0 {
 		b.log.Warn().Int("messages", n).Msg("backplane stopped before these read messages were stored")
 	}
 }

@@ -65,7 +65,7 @@ type config struct {
 	bpMaxAge   time.Duration // retention of a stream this node creates, 0 = unlimited
 	bpMaxBytes int           // and its size bound, 0 = unlimited
 	bpBuffer   int           // stream messages the consumer buffers ahead of the hub
-	bpWindow   int           // publishes awaiting their acknowledgement before readers wait
+	bpWindow   int           // reads gathered while a publish awaits its acknowledgement, before readers wait
 
 	// sendBuffer has no flag: when positive, it sets SO_SNDBUF on accepted
 	// connections, so that in tests a frozen reader fills its queue after
@@ -150,7 +150,7 @@ func serveFlags() []cli.Flag {
 		dur("backplane-max-age", d.bpMaxAge, "a stream this node creates keeps messages for `DUR`, 0 = no limit"),
 		str("backplane-max-bytes", formatSize(d.bpMaxBytes), "a stream this node creates keeps at most `BYTES`, oldest dropped, 0 = no limit"),
 		&cli.IntFlag{Name: "backplane-buffer", Value: d.bpBuffer, Usage: "stream messages (`N`) fetched ahead of this node's clients", EnvVars: env("backplane-buffer")},
-		&cli.IntFlag{Name: "backplane-window", Value: d.bpWindow, Usage: "publishes (`N`) awaiting acknowledgement before readers wait", EnvVars: env("backplane-window")},
+		&cli.IntFlag{Name: "backplane-window", Value: d.bpWindow, Usage: "reads (`N`) gathered while a publish awaits acknowledgement, before readers wait", EnvVars: env("backplane-window")},
 	}
 }
 

@@ -1,45 +1,16 @@
 package main
 
 import (
-	"context"
-	"crypto/tls"
 	"fmt"
-	"io"
-	"net"
-	"os"
 	"time"
+
+	"echohub/internal/loadgen"
 
 	"github.com/urfave/cli/v2"
 )
 
-// The bench command is spread over seven files:
-//   - bench.go: the command, its flags and runBench;
-//   - benchmsg.go: the message format and framing;
-//   - benchrun.go: one timed run: dialling, the barrier, the schedule, the drain;
-//   - benchsub.go: a subscriber connection and its sequence accounting;
-//   - benchpub.go: a publisher connection and its pacing;
-//   - benchreport.go: the figures, the table and the JSON;
-//   - benchmax.go: the --find-max search.
-
-// benchOptions is what one `echohub bench` invocation asks for.
-type benchOptions struct {
-	addr      string        // server address, host:port
-	framing   string        // benchLine or benchLen32
-	subs      int           // subscriber connections
-	pubs      int           // publisher connections
-	size      int           // bytes per message, see benchmsg.go
-	rate      float64       // total msgs/s over all publishers; 0 = as fast as the server accepts
-	duration  time.Duration // measurement window
-	warmup    time.Duration // publishing before the window, not measured
-	json      bool          // one JSON object on stdout instead of the table
-	findMax   bool          // search the highest sustained rate
-	slo       time.Duration // p99 latency bound of --find-max
-	maxProbes int           // probes of a --find-max search; 0 = benchMaxProbes
-	tlsConfig *tls.Config   // nil for plain TCP
-	progress  io.Writer     // where the once-a-second progress line goes; nil for none
-}
-
-// benchCommand returns the `echohub bench` command.
+// benchCommand returns the `echohub bench` command. The load generator itself
+// is internal/loadgen; this file only maps flags to loadgen.Options.
 func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
@@ -55,10 +26,19 @@ message's scheduled send time, so a server that pushes back shows up as
 latency. With --find-max, bench runs probes at growing, then bisected, rates
 and reports the highest rate sustained: no loss, no disconnect, at least 98%
 of the offered rate published and of the expected deliveries made in the
-window, and p99 latency within --slo.`,
+window, and p99 latency within --slo.
+
+--addr takes HOST:PORT for a line-based TCP hub (echohub, ncat --broker), a
+URL for another kind of server: redis://HOST:PORT (Redis pub/sub),
+nats://HOST:PORT (NATS core pub/sub), ws://HOST:PORT/PATH (a WebSocket hub;
+--ws turns HOST:PORT into ws://HOST:PORT/ws), and a comma-separated list for
+several nodes of one hub. Subscribers and publishers are spread over the
+nodes round-robin, and bench reports how many subscribers saw the messages
+they all received in another order than the first subscriber.`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:7000", Usage: "`HOST:PORT` of the hub"},
-			&cli.StringFlag{Name: "framing", Value: benchLine, Usage: "message `FRAMING`: line or len32"},
+			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:7000", Usage: "`ADDR` of the hub: HOST:PORT, redis://HOST:PORT, nats://HOST:PORT or ws://HOST:PORT/PATH; comma-separated for several nodes"},
+			&cli.BoolFlag{Name: "ws", Usage: "drive a WebSocket hub at ws://HOST:PORT/ws, one message per WebSocket message"},
+			&cli.StringFlag{Name: "framing", Value: loadgen.Line, Usage: "message `FRAMING`: line or len32"},
 			&cli.IntFlag{Name: "subs", Value: 10, Usage: "`N` subscriber connections"},
 			&cli.IntFlag{Name: "pubs", Value: 1, Usage: "`N` publisher connections"},
 			&cli.IntFlag{Name: "size", Value: 64, Usage: "message size in `BYTES`: with line framing including the '\\n', with len32 not counting the 4-byte length"},
@@ -74,100 +54,60 @@ window, and p99 latency within --slo.`,
 			&cli.PathFlag{Name: "tls-key", Usage: "PEM client key `FILE`, with --tls-cert"},
 			&cli.BoolFlag{Name: "tls-insecure", Usage: "do not verify the hub's certificate"},
 		},
-		Action: func(c *cli.Context) error {
-			opts, err := benchOptionsFromCLI(c)
+		Action: func(cCtx *cli.Context) error {
+			opts, err := benchOptionsFromCLI(cCtx)
 			if err != nil {
 				return err
 			}
-			if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-				opts.progress = os.Stderr
+			if stderr := cCtx.App.ErrWriter; isTerminal(stderr) {
+				opts.Progress = stderr
 			}
-			if opts.findMax {
-				_, err = benchFindMax(c.Context, opts, c.App.Writer)
+			if cCtx.Bool("find-max") {
+				_, err = loadgen.FindMax(cCtx.Context, opts, cCtx.App.Writer)
 			} else {
-				_, err = runBench(c.Context, opts, c.App.Writer)
+				_, err = loadgen.Run(cCtx.Context, opts, cCtx.App.Writer)
 			}
 			return err
 		},
 	}
 }
 
-// benchOptionsFromCLI reads and checks the flags of c.
-func benchOptionsFromCLI(c *cli.Context) (benchOptions, error) {
-	if c.NArg() > 0 {
-		return benchOptions{}, fmt.Errorf("bench takes no arguments, got %q", c.Args().First())
+// benchOptionsFromCLI reads and checks the flags of `echohub bench`. Its
+// errors name the flag, as serve's do.
+func benchOptionsFromCLI(cCtx *cli.Context) (loadgen.Options, error) {
+	if cCtx.NArg() > 0 {
+		return loadgen.Options{}, fmt.Errorf("bench: unexpected argument %q", cCtx.Args().First())
 	}
-	opts := benchOptions{
-		addr:     c.String("addr"),
-		framing:  c.String("framing"),
-		subs:     c.Int("subs"),
-		pubs:     c.Int("pubs"),
-		size:     c.Int("size"),
-		rate:     c.Float64("rate"),
-		duration: c.Duration("duration"),
-		warmup:   c.Duration("warmup"),
-		json:     c.Bool("json"),
-		findMax:  c.Bool("find-max"),
-		slo:      c.Duration("slo"),
+	opts := loadgen.Options{
+		Addr:     cCtx.String("addr"),
+		WS:       cCtx.Bool("ws"),
+		Framing:  cCtx.String("framing"),
+		Subs:     cCtx.Int("subs"),
+		Pubs:     cCtx.Int("pubs"),
+		Size:     cCtx.Int("size"),
+		Rate:     cCtx.Float64("rate"),
+		Duration: cCtx.Duration("duration"),
+		Warmup:   cCtx.Duration("warmup"),
+		JSON:     cCtx.Bool("json"),
+		SLO:      cCtx.Duration("slo"),
 	}
-	if err := opts.validate(); err != nil {
-		return benchOptions{}, err
+	if err := opts.Validate(); err != nil {
+		return loadgen.Options{}, err
 	}
-	if !c.Bool("tls") {
+	if cCtx.Bool("find-max") && opts.SLO <= 0 {
+		return loadgen.Options{}, fmt.Errorf("--slo: %v is out of range (want more than 0)", opts.SLO)
+	}
+	if !cCtx.Bool("tls") {
 		for _, name := range []string{"tls-ca", "tls-cert", "tls-key", "tls-insecure"} {
-			if c.IsSet(name) {
-				return benchOptions{}, fmt.Errorf("--%s needs --tls", name)
+			if cCtx.IsSet(name) {
+				return loadgen.Options{}, fmt.Errorf("--%s: needs --tls", name)
 			}
 		}
 		return opts, nil
 	}
+	// No address for the server name: each dial takes it from its node's
+	// address, as there may be several.
 	var err error
-	opts.tlsConfig, err = clientTLSConfig(opts.addr, c.Path("tls-ca"), c.Path("tls-cert"), c.Path("tls-key"), c.Bool("tls-insecure"))
+	opts.TLSConfig, err = clientTLSConfig("", cCtx.Path("tls-ca"), cCtx.Path("tls-cert"), cCtx.Path("tls-key"), cCtx.Bool("tls-insecure"))
 	return opts, err
-}
-
-// validate checks everything but TLS; its errors name the flag.
-func (o benchOptions) validate() error {
-	if _, _, err := net.SplitHostPort(o.addr); err != nil {
-		return fmt.Errorf("--addr: %w", err)
-	}
-	switch {
-	case o.framing != benchLine && o.framing != benchLen32:
-		return fmt.Errorf("--framing must be line or len32, got %q", o.framing)
-	case o.subs < 1:
-		return fmt.Errorf("--subs must be at least 1, got %d", o.subs)
-	case o.pubs < 1 || o.pubs > 1<<16:
-		return fmt.Errorf("--pubs must be in [1, 65536], got %d", o.pubs)
-	case o.size < benchMinSize(o.framing):
-		return fmt.Errorf("--size must be at least %d with %s framing, to hold the message header, got %d",
-			benchMinSize(o.framing), o.framing, o.size)
-	case o.size > benchMaxSize:
-		return fmt.Errorf("--size must be at most %d, got %d", benchMaxSize, o.size)
-	case o.rate < 0 || o.rate > 1e9:
-		return fmt.Errorf("--rate must be in [0, 1e9] msgs/s, got %g", o.rate)
-	case o.duration <= 0:
-		return fmt.Errorf("--duration must be positive, got %v", o.duration)
-	case o.warmup < 0:
-		return fmt.Errorf("--warmup must not be negative, got %v", o.warmup)
-	case o.findMax && o.slo <= 0:
-		return fmt.Errorf("--slo must be positive, got %v", o.slo)
-	}
-	return nil
-}
-
-// runBench performs one run of opts and prints its figures to stdout, as a
-// table or, with opts.json, as one JSON object. No connection or goroutine
-// outlives it.
-func runBench(ctx context.Context, opts benchOptions, stdout io.Writer) (benchResult, error) {
-	if err := opts.validate(); err != nil {
-		return benchResult{}, err
-	}
-	res, err := benchMeasure(ctx, opts)
-	if err != nil {
-		return res, err
-	}
-	if opts.json {
-		return res, benchWriteJSON(stdout, res)
-	}
-	return res, res.writeTable(stdout)
 }

@@ -80,11 +80,15 @@ type client struct {
 	ingress     *ingress       // --rate: slows readLoop; nil when unlimited (limits.go)
 
 	// Owned by the hub goroutine (hub.run).
-	index    int  // position in hub.clients; -1 when not registered
-	reading  bool // registered and readLoop has not left
-	lagging  bool // --slow=drop: fell behind; skipped without waiting while its queue is half full
-	ownMsgs  int  // --exclude-sender: this client's messages in the batch being fanned out
-	ownBytes int  // and their bytes
+	index   int  // position in hub.clients; -1 when not registered
+	reading bool // registered and readLoop has not left
+	lagging bool // --slow=drop: fell behind; skipped without waiting while its queue is half full
+	ownMsgs int  // --exclude-sender: this client's messages in the batch being fanned out
+
+	// Owned by the hub goroutine, and used only while it waits (stall.go).
+	fullSince time.Time // when the hub first found this queue full; zero while it has room
+	acked     uint64    // bytes the peer had acknowledged when ackedAt was set (probePeer)
+	ackedAt   time.Time // when acked last grew; zero when unknown or the queue has room
 
 	// Accessed atomically: the hub adds, writeLoop subtracts.
 	pendingMsgs  atomic.Int64 // messages queued, bounded by --queue
@@ -153,7 +157,7 @@ func (c *client) readLoop() closeReason {
 		h.m.messagesReceived.Add(uint64(n))
 		h.m.bytesReceived.Add(uint64(len(data)))
 		if c.ingress != nil {
-			c.throttle(n) // --rate: TCP pushes back on this client alone (README)
+			c.throttle(n) // --rate: TCP pushes back on this client alone (docs/operations.md)
 		}
 		// This blocks while the hub is stalled on full queues: the reader
 		// stops reading and TCP pushes back on the publisher (README).
@@ -193,6 +197,7 @@ type outbuf struct {
 	write net.Buffers // what WriteTo consumes: a copy of vec that lives in the pooled outbuf, so it costs no allocation
 	msgs  int
 	bytes int
+	held  int // bytes of c's own messages skipped under --exclude-sender: queued and counted, never written
 }
 
 // outbufs keeps writers' scratch between wake-ups, so an idle client holds none.
@@ -225,6 +230,7 @@ func (c *client) write(b *batch) error {
 	for {
 		for i, m := range b.msgs {
 			if exclude && m.from == c {
+				w.held += len(m.data)
 				continue
 			}
 			w.vec = append(w.vec, m.data)
@@ -253,12 +259,14 @@ func (c *client) write(b *batch) error {
 // flush writes w's messages in one write call and takes them off the queue.
 func (c *client) flush(w *outbuf) error {
 	if len(w.vec) == 0 {
+		c.dequeue(0, w.held)
+		w.held = 0
 		return nil
 	}
 	// No SetWriteDeadline here: the server's watchWrites closes a client
 	// whose write has been in progress for --write-timeout. Arming a
 	// deadline per write costs a timer update, and its call chain grows
-	// every writer's stack from 2 KiB to 4 KiB for good (README, idle cost).
+	// every writer's stack from 2 KiB to 4 KiB for good (docs/design.md, the idle cost).
 	c.writingSince.Store(time.Now().UnixNano())
 	var err error
 	if len(w.vec) == 1 {
@@ -274,9 +282,9 @@ func (c *client) flush(w *outbuf) error {
 		c.hub.m.messagesDelivered.Add(uint64(w.msgs))
 		c.hub.m.bytesDelivered.Add(uint64(w.bytes))
 	}
-	c.dequeue(w.msgs, w.bytes)
+	c.dequeue(w.msgs, w.bytes+w.held)
 	clear(w.vec) // drop references, so written messages can be freed
-	w.vec, w.msgs, w.bytes = w.vec[:0], 0, 0
+	w.vec, w.msgs, w.bytes, w.held = w.vec[:0], 0, 0, 0
 	return err
 }
 
@@ -284,12 +292,12 @@ func (c *client) flush(w *outbuf) error {
 // hub if it is waiting for room in c's queue, or if c's queue is now empty and
 // the hub holds messages until the writers are done (hub.take).
 func (c *client) dequeue(n, size int) {
-	if n == 0 {
+	if n == 0 && size == 0 {
 		return
 	}
 	h := c.hub
 	c.pendingBytes.Add(-int64(size))
-	if c.pendingMsgs.Add(-int64(n)) == 0 && h.busy.Add(-1) <= h.settled.Load() && h.holding.Load() {
+	if n > 0 && c.pendingMsgs.Add(-int64(n)) == 0 && h.busy.Add(-1) <= h.settled.Load() && h.holding.Load() {
 		wake(h.ready)
 	}
 	if c.stalled.Load() {
@@ -305,12 +313,13 @@ func wake(ch chan struct{}) {
 	}
 }
 
-// share returns how many of msgs, and bytes, are for c: the hub queued
-// exactly these for it.
+// share returns how many of msgs are for c, and the bytes of all of them:
+// the hub queued exactly these for c, and counted them so (hub.fanout).
 func (c *client) share(msgs []message) (n, size int) {
 	for _, m := range msgs {
+		size += len(m.data)
 		if !c.hub.cfg.excludeSender || m.from != c {
-			n, size = n+m.count, size+len(m.data)
+			n += m.count
 		}
 	}
 	return n, size

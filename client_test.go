@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -325,23 +325,10 @@ func publishPastFrozen(t *testing.T, pub *testConn, readers ...*testConn) {
 	wg.Wait()
 }
 
-// frozen dials a client that never reads. Its receive buffer is set small
-// before it connects, so its TCP window stays tiny and the server's socket
-// buffer for it does not grow: its queue fills after kilobytes.
+// frozen dials a client that never reads (see dialUnread).
 func frozen(t *testing.T, addr string) *testConn {
 	t.Helper()
-	d := net.Dialer{Timeout: ioTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
-		var err error
-		rc.Control(func(fd uintptr) {
-			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-		return err
-	}}
-	conn, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := dialUnread(t, addr)
 	return &testConn{Conn: conn, name: "slow", r: bufio.NewReaderSize(conn, 64<<10)}
 }
 
@@ -408,6 +395,52 @@ func TestClientSlow(t *testing.T) {
 					prev = i
 				}
 				ts.waitClients(t, 4)
+			}
+		})
+	}
+}
+
+// frozenAllowance is how long the hub waits for a reader that never reads
+// (see frozen) before --slow applies: where the kernel shows that its peer
+// acknowledges nothing (Linux), frozenLimit; elsewhere the stall limit.
+func frozenAllowance(cfg config) time.Duration {
+	if runtime.GOOS == "linux" {
+		return min(cfg.stallLimit, frozenLimit)
+	}
+	return cfg.stallLimit
+}
+
+// TestClientFrozenReaders: k readers that never read pause the healthy ones
+// about one allowance in all, not one each, on real sockets: the time a
+// queue has been full belongs to its client, and the kernel tells a frozen
+// peer (no byte acknowledged) from a slow one.
+func TestClientFrozenReaders(t *testing.T) {
+	for _, k := range []int{1, 2, 4} {
+		t.Run(fmt.Sprintf("frozen=%d", k), func(t *testing.T) {
+			cfg := testConfig()
+			cfg.queue, cfg.maxPending = 64, 64<<10
+			cfg.writeTimeout = time.Minute // so only the slow-client rule can act
+			ts := startTestServer(t, cfg)
+			pub := dial(t, ts.addr, "pub")
+			alice, bob := dial(t, ts.addr, "alice"), dial(t, ts.addr, "bob")
+			for range k {
+				frozen(t, ts.addr)
+			}
+			ts.waitClients(t, 3+k)
+			var wg sync.WaitGroup
+			stalls := make([]time.Duration, 3)
+			wg.Go(func() { publishLines(t, pub, frozenFloodLines, frozenFloodSize) })
+			for i, r := range []*testConn{pub, alice, bob} {
+				wg.Go(func() { stalls[i] = readAll(t, r, "pub", frozenFloodLines, frozenFloodSize) })
+			}
+			wg.Wait()
+			ts.waitClients(t, 3)
+			// One allowance for all k, plus room for this busy process;
+			// k allowances, or one stall limit, would not fit.
+			longest, allowance := slices.Max(stalls), frozenAllowance(cfg)
+			t.Logf("longest wait for a line: %v", longest)
+			if longest > allowance+time.Second || runtime.GOOS == "linux" && longest >= cfg.stallLimit {
+				t.Errorf("with %d frozen readers the longest wait for a line = %v; want about %v", k, longest, allowance)
 			}
 		})
 	}

@@ -12,8 +12,8 @@ const closedRingSize = 1000
 // Its fields are exported for encoding/json only.
 type clientInfo struct {
 	ID             uint64 `json:"id"`
-	Remote         string `json:"remote"`
-	ConnectedAt    string `json:"connected_at"` // RFC 3339, UTC, nanoseconds
+	Remote         string `json:"remote,omitempty"` // only with --clients-show-addr
+	ConnectedAt    string `json:"connected_at"`     // RFC 3339, UTC, nanoseconds
 	QueuedMessages int64  `json:"queued_messages"`
 	QueuedBytes    int64  `json:"queued_bytes"`
 	Dropped        uint64 `json:"dropped"`
@@ -59,9 +59,9 @@ func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 // closed connections the same way). A close is not per message, so a mutex
 // is fine here.
 type closedRing struct {
-	mu   sync.Mutex
-	rows []clientInfo // oldest at next once full; grows to cap, then wraps
-	next int          // where add writes once rows is full
+	mu    sync.Mutex
+	rows  []clientInfo // row seq (1, 2, ...) is at (seq-1) % cap; grows to cap, then wraps
+	added uint64       // rows ever added: the seq of the newest
 }
 
 // newClosedRing returns a ring that keeps the last n closed clients.
@@ -73,22 +73,44 @@ func newClosedRing(n int) *closedRing {
 func (r *closedRing) add(ci clientInfo) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.added++
 	if len(r.rows) < cap(r.rows) {
 		r.rows = append(r.rows, ci)
 		return
 	}
-	r.rows[r.next] = ci
-	r.next = (r.next + 1) % len(r.rows)
+	r.rows[(r.added-1)%uint64(cap(r.rows))] = ci
 }
 
 // list returns a copy of the rows, newest first.
 func (r *closedRing) list() []clientInfo {
+	rows, _ := r.page(nil, 0, cap(r.rows))
+	return rows
+}
+
+// page appends to dst copies of at most n rows older than the cursor before,
+// newest first, and returns it with the cursor of the next page: the seq of
+// the last row returned. A cursor of 0 starts at the newest row. Paging by
+// seq rather than by position stays right while closes add rows.
+func (r *closedRing) page(dst []clientInfo, before uint64, n int) ([]clientInfo, uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := len(r.rows)
-	out := make([]clientInfo, 0, n)
-	for i := range n {
-		out = append(out, r.rows[(r.next+n-1-i)%n]) // the newest is just before next
+	seq := r.added
+	if before != 0 {
+		seq = min(seq, before-1)
 	}
-	return out
+	oldest := r.added - uint64(len(r.rows)) + 1
+	next := before
+	for ; seq >= oldest && seq > 0 && n > 0; seq, n = seq-1, n-1 {
+		dst = append(dst, r.rows[(seq-1)%uint64(cap(r.rows))])
+		next = seq
+	}
+	return dst, next
+}
+
+// holds reports whether the ring holds a row older than the cursor before.
+func (r *closedRing) holds(before uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	oldest := r.added - uint64(len(r.rows)) + 1
+	return len(r.rows) > 0 && (before == 0 || before > oldest)
 }

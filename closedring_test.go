@@ -43,7 +43,8 @@ func TestClosedRing(t *testing.T) {
 }
 
 // TestClosedRingBounded: /clients lists the last closedRingSize closed
-// clients, newest first, however many have closed.
+// clients, newest first, however many have closed; paged by ?closed_before,
+// the same rows come out in the same order.
 func TestClosedRingBounded(t *testing.T) {
 	cfg := testConfig()
 	cfg.metricsListen = "127.0.0.1:0"
@@ -75,7 +76,7 @@ func TestClosedRingBounded(t *testing.T) {
 	last.Close()
 	waitCloses(n + 1)
 
-	page := getClients(t, base)
+	page := getClientsPage(t, fmt.Sprintf("%s/clients?limit=%d", base, clientsMaxLimit))
 	if len(page.Clients) != 0 {
 		t.Errorf("/clients: %d connected; want 0", len(page.Clients))
 	}
@@ -91,5 +92,21 @@ func TestClosedRingBounded(t *testing.T) {
 			t.Fatalf("/clients: closed id %d repeated or out of range 1 to %d", ci.ID, lastID)
 		}
 		seen[ci.ID] = true
+	}
+	if page.NextClosedBefore != 0 {
+		t.Errorf("/clients?limit=%d: next_closed_before = %d; want none, the ring is listed whole", clientsMaxLimit, page.NextClosedBefore)
+	}
+
+	var paged []clientInfo
+	var cursor uint64
+	for range closedRingSize/100 + 1 {
+		p := getClientsPage(t, fmt.Sprintf("%s/clients?limit=100&closed_before=%d", base, cursor))
+		paged = append(paged, p.Closed...)
+		if cursor = p.NextClosedBefore; cursor == 0 {
+			break
+		}
+	}
+	if diff := cmp.Diff(ids(page.Closed), ids(paged)); diff != "" {
+		t.Errorf("/clients paged by 100 (-whole +paged):\n%s", diff)
 	}
 }

@@ -25,6 +25,31 @@ var slowNames = []string{slowDisconnect: "disconnect", slowDrop: "drop"}
 
 func (p slowPolicy) String() string { return slowNames[p] }
 
+const (
+	// maxSize is the largest value of a size flag, and the largest frame
+	// on the wire (a len32 payload with its 4-byte header): 1 GiB. It keeps
+	// every sum of sizes the server makes within a 32-bit int, so that a
+	// configuration valid on amd64 is valid, and safe, on 386 and arm: the
+	// read buffer doubles up to one frame (2*(1GiB-1)), and a writer's
+	// batch is up to 256 KiB plus one frame. 2 GiB overflowed: a 386 build
+	// panicked on the first client with --framing len32 --max-message
+	// 2147483647.
+	maxSize = 1 << 30
+	// maxCount is the largest value of a count flag (--queue,
+	// --max-clients, ...): int's range on 32-bit platforms, so that no
+	// value means one thing on amd64 and another on 386.
+	maxCount = math.MaxInt32
+)
+
+// maxMessageFor returns the largest --max-message for framing f: one frame,
+// its header included, is at most maxSize.
+func maxMessageFor(f framing) int {
+	if f == framingLen32 {
+		return maxSize - len32Header
+	}
+	return maxSize
+}
+
 // config is everything `echohub serve` is told by its flags. The zero value is
 // not useful; start from defaultConfig.
 type config struct {
@@ -42,8 +67,10 @@ type config struct {
 	logLevel        zerolog.Level
 	logFormat       string // auto, json or console
 	shutdownTimeout time.Duration
-	metricsListen   string // HTTP address for /metrics and friends; empty = off
-	pprof           bool   // serve net/http/pprof on metricsListen
+	metricsListen   string    // HTTP address for /metrics and friends; empty = off
+	pprof           bool      // serve net/http/pprof on metricsListen
+	clientsShowAddr bool      // /clients lists remote addresses
+	api             apiLimits // no flags: timeouts and connection cap of the HTTP API (httpapi.go)
 
 	tlsCert, tlsKey  string        // PEM files; TLS is served when set (both or neither)
 	tlsClientCA      string        // PEM file: with it, clients need a certificate signed by one of its CAs
@@ -92,6 +119,7 @@ func defaultConfig() config {
 
 		handshakeTimeout: 5 * time.Second,
 		stallLimit:       defaultStallLimit,
+		api:              defaultAPILimits(),
 
 		bpStream:   "ECHOHUB",
 		bpStorage:  "memory",
@@ -143,6 +171,7 @@ func serveFlags() []cli.Flag {
 		dur("handshake-timeout", d.handshakeTimeout, "close a connection whose TLS handshake takes longer than `DUR`"),
 		str("metrics-listen", d.metricsListen, "HTTP `ADDR` for /metrics, /healthz, /readyz and /clients, empty = off"),
 		&cli.BoolFlag{Name: "pprof", Usage: "also serve /debug/pprof/ on --metrics-listen", EnvVars: env("pprof")},
+		&cli.BoolFlag{Name: "clients-show-addr", Usage: "list clients' remote addresses in /clients", EnvVars: env("clients-show-addr")},
 		str("backplane", "", "NATS `URLS` (comma-separated) of the stream every node shares, empty = this node alone"),
 		str("backplane-stream", d.bpStream, "JetStream stream and subject `NAME`"),
 		str("backplane-storage", d.bpStorage, "storage `KIND` of a stream this node creates: memory or file"),
@@ -196,6 +225,7 @@ func configFromCLI(cCtx *cli.Context) (config, error) {
 	cfg.handshakeTimeout = cCtx.Duration("handshake-timeout")
 	cfg.metricsListen = cCtx.String("metrics-listen")
 	cfg.pprof = cCtx.Bool("pprof")
+	cfg.clientsShowAddr = cCtx.Bool("clients-show-addr")
 	cfg.backplane, err = parseBackplaneURLs(cCtx.String("backplane"))
 	flagErr("backplane", err)
 	cfg.bpStream, cfg.bpStorage = cCtx.String("backplane-stream"), cCtx.String("backplane-storage")
@@ -228,10 +258,13 @@ func (cfg config) validate() error {
 	switch {
 	case cfg.listen == "":
 		return errors.New("--listen: empty address")
-	case cfg.maxMessage < 1 || cfg.maxMessage > math.MaxInt32:
-		return fmt.Errorf("--max-message: %d is out of range (1 to %d)", cfg.maxMessage, math.MaxInt32)
-	case cfg.queue < 1:
-		return fmt.Errorf("--queue: %d is out of range (want at least 1)", cfg.queue)
+	case cfg.maxMessage < 1 || cfg.maxMessage > maxMessageFor(cfg.framing):
+		return fmt.Errorf("--max-message: %d is out of range for --framing %s (1 to %d; a frame is at most 1GiB)",
+			cfg.maxMessage, cfg.framing, maxMessageFor(cfg.framing))
+	case cfg.queue < 1 || cfg.queue > maxCount:
+		return fmt.Errorf("--queue: %d is out of range (1 to %d)", cfg.queue, maxCount)
+	case cfg.maxPending > maxSize:
+		return fmt.Errorf("--max-pending: %d is out of range (at most %d, 1GiB)", cfg.maxPending, maxSize)
 	case cfg.maxPending < cfg.framing.maxFrame(cfg.maxMessage):
 		return fmt.Errorf("--max-pending: %d is less than one largest message (%d bytes, from --max-message)",
 			cfg.maxPending, cfg.framing.maxFrame(cfg.maxMessage))
@@ -241,14 +274,14 @@ func (cfg config) validate() error {
 		return fmt.Errorf("--write-timeout: %v is out of range (want more than 0)", cfg.writeTimeout)
 	case cfg.coalesce < 0 || cfg.coalesce > maxCoalesce:
 		return fmt.Errorf("--coalesce: %v is out of range (0 to %v)", cfg.coalesce, maxCoalesce)
-	case cfg.maxClients < 0:
-		return fmt.Errorf("--max-clients: %d is out of range (want 0 for unlimited, or more)", cfg.maxClients)
-	case cfg.maxClientsPerIP < 0:
-		return fmt.Errorf("--max-clients-per-ip: %d is out of range (want 0 for unlimited, or more)", cfg.maxClientsPerIP)
+	case cfg.maxClients < 0 || cfg.maxClients > maxCount:
+		return fmt.Errorf("--max-clients: %d is out of range (0 for unlimited, or 1 to %d)", cfg.maxClients, maxCount)
+	case cfg.maxClientsPerIP < 0 || cfg.maxClientsPerIP > maxCount:
+		return fmt.Errorf("--max-clients-per-ip: %d is out of range (0 for unlimited, or 1 to %d)", cfg.maxClientsPerIP, maxCount)
 	case cfg.rate < 0 || math.IsNaN(cfg.rate) || math.IsInf(cfg.rate, 0):
 		return fmt.Errorf("--rate: %v is out of range (want 0 for unlimited, or more)", cfg.rate)
-	case cfg.burst < 0:
-		return fmt.Errorf("--burst: %d is out of range (want 0 for one second's worth, or more)", cfg.burst)
+	case cfg.burst < 0 || cfg.burst > maxCount:
+		return fmt.Errorf("--burst: %d is out of range (0 for one second's worth, or 1 to %d)", cfg.burst, maxCount)
 	case cfg.keepalive < 0:
 		return fmt.Errorf("--keepalive: %v is out of range (want 0 for off, or more)", cfg.keepalive)
 	case cfg.logFormat != "auto" && cfg.logFormat != "json" && cfg.logFormat != "console":
@@ -265,6 +298,8 @@ func (cfg config) validate() error {
 		return fmt.Errorf("--handshake-timeout: %v is out of range (want more than 0)", cfg.handshakeTimeout)
 	case cfg.pprof && cfg.metricsListen == "":
 		return errors.New("--pprof: needs --metrics-listen")
+	case cfg.clientsShowAddr && cfg.metricsListen == "":
+		return errors.New("--clients-show-addr: needs --metrics-listen")
 	}
 	return cfg.validateBackplane()
 }
@@ -293,8 +328,9 @@ var sizeUnits = []struct {
 	shift  uint
 }{{"GiB", 30}, {"MiB", 20}, {"KiB", 10}, {"G", 30}, {"M", 20}, {"K", 10}, {"B", 0}}
 
-// parseSize reads a byte count: a plain number, or one with a binary suffix
-// (KiB, MiB, GiB, or K, M, G), as in "65536", "64KiB" and "4MiB".
+// parseSize reads a byte count up to maxSize: a plain number, or one with a
+// binary suffix (KiB, MiB, GiB, or K, M, G), as in "65536", "64KiB" and
+// "4MiB".
 func parseSize(s string) (int, error) {
 	num, shift := strings.TrimSpace(s), uint(0)
 	for _, u := range sizeUnits {
@@ -304,8 +340,8 @@ func parseSize(s string) (int, error) {
 		}
 	}
 	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 || n > math.MaxInt32>>shift {
-		return 0, fmt.Errorf("invalid size %q (want a number of bytes, optionally with KiB, MiB or GiB, up to 2GiB)", s)
+	if err != nil || n < 0 || n > maxSize>>shift {
+		return 0, fmt.Errorf("invalid size %q (want a number of bytes, optionally with KiB, MiB or GiB, up to 1GiB)", s)
 	}
 	return int(n) << shift, nil
 }

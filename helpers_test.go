@@ -19,10 +19,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -149,6 +151,27 @@ func (l *logBuffer) has(parts ...string) bool {
 	return false
 }
 
+// entries returns the JSON log lines whose message is msg, decoded.
+func (l *logBuffer) entries(t testing.TB, msg string) []map[string]any {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for _, line := range strings.Split(l.buf.String(), "\n") {
+		var e map[string]any
+		if line == "" || !strings.Contains(line, msg) {
+			continue
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if e["message"] == msg {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // A testConn is a named test client.
 type testConn struct {
 	net.Conn
@@ -165,6 +188,27 @@ func dial(t *testing.T, addr, name string) *testConn {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return &testConn{Conn: conn, name: name, r: bufio.NewReaderSize(conn, 64<<10)}
+}
+
+// dialUnread connects to addr for a peer that does not read. Its receive
+// buffer is set small before it connects, so its TCP window stays tiny and
+// the server's socket buffer for it does not grow: what the server sends it
+// backs up after kilobytes. Cleanup closes it.
+func dialUnread(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: ioTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		rc.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return err
+	}}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // dialFrom connects a client named name to addr from the local address ip,
@@ -445,6 +489,33 @@ func peerSerial(c net.Conn) *big.Int {
 	return c.(*tls.Conn).ConnectionState().PeerCertificates[0].SerialNumber
 }
 
+// built is the echohub binary the tests that exec it share: built once, in
+// a directory TestMain removes.
+var built struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+}
+
+// buildBinary builds echohub, once per test run, and returns its path.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "echohub-test-"); built.err != nil {
+			return
+		}
+		built.bin = filepath.Join(built.dir, "echohub")
+		if out, err := exec.Command("go", "build", "-o", built.bin, ".").CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return built.bin
+}
+
 // startTestAPI runs the HTTP API of ts, whose config must set metricsListen
 // (to 127.0.0.1:0), and returns its base URL. Cleanup shuts it down before
 // ts, and checks that serve returned nil.
@@ -522,10 +593,24 @@ func scrape(t *testing.T, baseURL string) (map[string]float64, error) {
 	return got, nil
 }
 
+// clientsPage is the body of /clients, as tests decode it.
+type clientsPage struct {
+	Clients          []clientInfo `json:"clients"`            // connected, by id
+	Closed           []clientInfo `json:"closed"`             // the last closed, newest first
+	NextAfter        uint64       `json:"next_after"`         // set when more connected clients follow
+	NextClosedBefore uint64       `json:"next_closed_before"` // set when older closed rows follow
+}
+
 // getClients GETs baseURL/clients and decodes it.
 func getClients(t *testing.T, baseURL string) clientsPage {
 	t.Helper()
-	code, body := httpGet(t, baseURL+"/clients")
+	return getClientsPage(t, baseURL+"/clients")
+}
+
+// getClientsPage GETs url, a /clients URL with a query, and decodes it.
+func getClientsPage(t *testing.T, url string) clientsPage {
+	t.Helper()
+	code, body := httpGet(t, url)
 	if code != http.StatusOK {
 		t.Fatalf("GET /clients: status %d, %q; want 200", code, body)
 	}

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,14 +17,42 @@ import (
 	"github.com/rs/zerolog"
 )
 
-const (
-	// httpReadHeaderTimeout bounds how long a connection to --metrics-listen
-	// may take to send its request headers.
-	httpReadHeaderTimeout = 5 * time.Second
-	// httpShutdownTimeout bounds how long shutdown waits for requests in
-	// flight, such as a scrape; a longer one (a CPU profile) is cut off.
-	httpShutdownTimeout = time.Second
-)
+// httpShutdownTimeout bounds how long shutdown waits for requests in flight,
+// such as a scrape; a longer one (a CPU profile) is cut off.
+const httpShutdownTimeout = time.Second
+
+// apiLimits bound the connections of the HTTP API, so that the admin port
+// cannot hurt the hub: no request, answered or not, holds a connection,
+// memory or a file descriptor for long (docs/metrics.md). They have no
+// flags; tests shrink them.
+type apiLimits struct {
+	readHeaderTimeout time.Duration // a request's headers must arrive within this
+	readTimeout       time.Duration // and the whole request within this
+	writeTimeout      time.Duration // an answer must be written within this of its request; a peer that does not read is cut off
+	idleTimeout       time.Duration // a keep-alive connection with no new request for this long is closed
+	maxHeaderBytes    int           // request headers (net/http allows 4 KiB more)
+	maxConns          int           // connections open at once; past it, new ones wait in the kernel's accept queue
+}
+
+// defaultAPILimits returns the documented limits of the HTTP API (docs/metrics.md).
+// 32 connections are plenty for a few scrapers, health checks and
+// a person with curl, and are counted against RLIMIT_NOFILE (see
+// fitFileLimit). The 30 s idle timeout keeps a scraper's connection across
+// 15 s scrapes.
+func defaultAPILimits() apiLimits {
+	return apiLimits{
+		readHeaderTimeout: 5 * time.Second,
+		readTimeout:       10 * time.Second,
+		writeTimeout:      10 * time.Second,
+		idleTimeout:       30 * time.Second,
+		maxHeaderBytes:    4 << 10,
+		maxConns:          32,
+	}
+}
+
+// maxProfile bounds ?seconds= of /debug/pprof/profile and /trace, which are
+// written under a deadline of their own rather than the API's write timeout.
+const maxProfile = 5 * time.Minute
 
 // An httpAPI is the HTTP server on --metrics-listen: /metrics, /healthz,
 // /readyz, /clients and, with --pprof, /debug/pprof/. It reads the hub
@@ -35,7 +61,7 @@ const (
 type httpAPI struct {
 	// Immutable after listenHTTPAPI.
 	s   *server
-	ln  net.Listener // owned by srv once serve runs
+	ln  net.Listener // a limitListener; owned by srv once serve runs
 	srv *http.Server
 }
 
@@ -50,10 +76,15 @@ func listenHTTPAPI(s *server) (*httpAPI, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-listen: %w", err)
 	}
-	a := &httpAPI{s: s, ln: ln}
+	lim := s.cfg.api
+	a := &httpAPI{s: s, ln: newLimitListener(ln, lim.maxConns, s.cfg.sendBuffer, s.m)}
 	a.srv = &http.Server{
 		Handler:           a.handler(),
-		ReadHeaderTimeout: httpReadHeaderTimeout,
+		ReadHeaderTimeout: lim.readHeaderTimeout,
+		ReadTimeout:       lim.readTimeout,
+		WriteTimeout:      lim.writeTimeout,
+		IdleTimeout:       lim.idleTimeout,
+		MaxHeaderBytes:    lim.maxHeaderBytes,
 		ErrorLog:          stdlog.New(warnWriter{s.log}, "", 0),
 	}
 	s.log.Info().Str("addr", ln.Addr().String()).Bool("pprof", s.cfg.pprof).Msg("metrics listening")
@@ -79,9 +110,9 @@ func (a *httpAPI) handler() http.Handler {
 	if a.s.cfg.pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/profile", a.longRequest(pprof.Profile, 30*time.Second))
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/trace", a.longRequest(pprof.Trace, time.Second))
 	}
 	return mux
 }
@@ -149,28 +180,25 @@ func (s *server) accepting() bool {
 	}
 }
 
-// clientsPage is the body of /clients.
-type clientsPage struct {
-	Clients []clientInfo `json:"clients"` // connected, by id
-	Closed  []clientInfo `json:"closed"`  // the last closedRingSize closed, newest first
-}
-
-// clients answers /clients: every connected client, and the last ones closed.
-func (a *httpAPI) clients(w http.ResponseWriter, _ *http.Request) {
-	s := a.s
-	s.mu.Lock()
-	page := clientsPage{Clients: make([]clientInfo, 0, len(s.conns))}
-	for c := range s.conns {
-		page.Clients = append(page.Clients, c.info())
+// longRequest serves h, a pprof handler that takes ?seconds= (default def,
+// at most maxProfile), under a write deadline of that long plus the API's
+// write timeout. The server-wide write timeout would cut a 30 s CPU profile
+// off, and pprof refuses a duration past it, so h is shown no server.
+func (a *httpAPI) longRequest(h http.HandlerFunc, def time.Duration) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		d := def
+		if s := r.FormValue("seconds"); s != "" {
+			sec, err := strconv.ParseFloat(s, 64)
+			if err != nil || sec <= 0 || sec > maxProfile.Seconds() {
+				http.Error(w, fmt.Sprintf("seconds: %q is out of range (more than 0, at most %.0f)", s, maxProfile.Seconds()),
+					http.StatusBadRequest)
+				return
+			}
+			d = time.Duration(sec * float64(time.Second))
+		}
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d + a.s.cfg.api.writeTimeout))
+		h(w, r.WithContext(context.WithValue(r.Context(), http.ServerContextKey, nil)))
 	}
-	s.mu.Unlock()
-	slices.SortFunc(page.Clients, func(x, y clientInfo) int { return cmp.Compare(x.ID, y.ID) })
-	page.Closed = s.closed.list()
-
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(page) // an error here is the client's: it went away
 }
 
 // warnWriter logs what net/http's ErrorLog prints (a handler that panicked,

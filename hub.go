@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,6 +102,8 @@ type hub struct {
 	held    *batch    // messages taken from publish and not yet fanned out (see take)
 	slow    []*client // scratch: clients to disconnect after a fanout
 	stall   *time.Timer
+	budget  stallBudget              // how long clients may still hold the stream (stall.go)
+	penalty map[netip.Addr]time.Time // addresses recently closed as slow, and until when (stall.go)
 }
 
 // newHub returns a hub for cfg; run starts it.
@@ -126,6 +129,8 @@ func newHub(cfg config, log zerolog.Logger, m *metrics) *hub {
 		stop:          make(chan struct{}),
 		done:          make(chan struct{}),
 		holdTimer:     stoppedTimer(),
+		budget:        stallBudget{left: cfg.stallLimit},
+		penalty:       make(map[netip.Addr]time.Time),
 		stall:         stoppedTimer(),
 	}
 	h.intake, h.intakeDone = h.publish, h.done
@@ -358,19 +363,20 @@ func (h *hub) fanout(b *batch) {
 		for _, m := range b.msgs {
 			if m.from != nil { // nil: from the backplane, sent by no client of this node
 				m.from.ownMsgs += m.count
-				m.from.ownBytes += len(m.data)
 			}
 		}
 	}
+	// A queued batch keeps all its bytes alive, c's own messages included
+	// (--exclude-sender), so all of them count toward c's --max-pending.
 	for _, c := range h.clients {
-		if n, size := b.count-c.ownMsgs, b.bytes-c.ownBytes; n > 0 {
-			h.deliver(c, b, n, size)
+		if n := b.count - c.ownMsgs; n > 0 {
+			h.deliver(c, b, n, b.bytes)
 		}
 	}
 	if h.cfg.excludeSender {
 		for _, m := range b.msgs {
 			if m.from != nil {
-				m.from.ownMsgs, m.from.ownBytes = 0, 0
+				m.from.ownMsgs = 0
 			}
 		}
 	}
@@ -395,6 +401,7 @@ func (h *hub) deliver(c *client, b *batch, n, size int) {
 		c.lagging = false
 	}
 	if !h.fits(c, n, size) && !h.waitRoom(c, n, size) {
+		h.penalize(c)
 		if h.cfg.slow == slowDrop {
 			c.lagging = true
 			h.drop(c, n, size)
@@ -422,55 +429,6 @@ func (h *hub) congested(c *client) bool {
 	return 2*c.pendingMsgs.Load() >= int64(h.cfg.queue) ||
 		2*c.pendingBytes.Load() >= int64(h.cfg.maxPending) ||
 		2*len(c.send) >= cap(c.send)
-}
-
-// waitRoom waits until n messages of size bytes fit c's queue and reports
-// true, or reports false when c is behind the others: its queue has been full
-// for the stall limit, its socket has taken nothing for as long (a write blocked
-// all that time), and at least half of the other clients have room. A client
-// whose writer is merely waiting for a CPU is never judged. When everyone is
-// behind, the hub goes on waiting, and so slows its intake; a writer stuck
-// past --write-timeout is closed and then discards, so the wait always ends.
-func (h *hub) waitRoom(c *client, n, size int) bool {
-	c.stalled.Store(true) // before fits: a writer that frees room after it signals
-	defer c.stalled.Store(false)
-	start := time.Now()
-	h.m.hubStalls.Add(1)
-	defer func() { h.m.hubStallNanos.Add(uint64(time.Since(start))) }()
-	h.stall.Reset(stallTick)
-	defer h.stall.Stop()
-	for !h.fits(c, n, size) {
-		select {
-		case <-h.room:
-		case now := <-h.stall.C:
-			if now.Sub(start) >= h.cfg.stallLimit && h.stuck(c, now) && h.behind(c) {
-				return false
-			}
-			h.stall.Reset(stallTick)
-		}
-	}
-	return true
-}
-
-// stuck reports whether c's writer has been blocked in one write for
-// stallLimit: its peer is not reading.
-func (h *hub) stuck(c *client, now time.Time) bool {
-	since := c.writingSince.Load()
-	return since != 0 && now.UnixNano()-since >= int64(h.cfg.stallLimit)
-}
-
-// behind reports whether at least half of the clients other than c have room.
-func (h *hub) behind(c *client) bool {
-	others, calm := 0, 0
-	for _, o := range h.clients {
-		if o != c {
-			others++
-			if !h.congested(o) {
-				calm++
-			}
-		}
-	}
-	return others > 0 && 2*calm >= others
 }
 
 // drop counts n messages of size bytes skipped for c under --slow=drop.

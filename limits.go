@@ -103,12 +103,13 @@ func (s *server) countIP(ip netip.Addr, delta int) {
 	}
 }
 
-// refuse sends conn one notice line, closes it and counts r. It runs on the
-// accept loop, before any goroutine starts for conn, so the notice write has
-// a short deadline.
+// refuse sends conn one notice line, closes it, counts r and logs it,
+// sampled (see refusalLog). It runs on the accept loop, before any goroutine
+// starts for conn, so the notice write has a short deadline.
 func (s *server) refuse(conn net.Conn, r closeReason, notice string) {
 	s.m.closes[r].Add(1)
-	s.log.WithLevel(r.level()).Str("remote", conn.RemoteAddr().String()).Str("reason", r.String()).Msg("client refused")
+	// Sampled: a connect storm must not flood the log.
+	s.refusals.refused(conn.RemoteAddr(), r)
 	if s.cfg.tls == nil { // with TLS, a plaintext line would only garble the handshake
 		conn.SetWriteDeadline(time.Now().Add(noticeTimeout))
 		conn.Write(s.cfg.framing.encodeNotice(notice))

@@ -82,6 +82,9 @@ func serveCommand() *cli.Command {
 				return err
 			}
 			log := newLogger(cCtx.App.ErrWriter, cfg.logLevel, cfg.logFormat)
+			if cfg, err = fitFileLimit(cfg, log); err != nil { // may lower --max-clients (README, Limits)
+				return err
+			}
 			ln, err := net.Listen("tcp", cfg.listen)
 			if err != nil {
 				return fmt.Errorf("--listen: %w", err)

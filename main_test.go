@@ -19,7 +19,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) {
+		if built.dir != "" {
+			os.RemoveAll(built.dir) // see buildBinary
+		}
+	}))
 }
 
 // runCLI runs the command line in-process and returns its exit code and output.
@@ -49,6 +53,12 @@ func TestRunBadFlags(t *testing.T) {
 		{"negative max message", []string{"--max-message", "-5"}, nil, `--max-message: invalid size "-5"`},
 		{"negative max pending", []string{"--max-pending", "-1"}, nil, `--max-pending: invalid size "-1"`},
 		{"pending under message", []string{"--max-pending", "1KiB"}, nil, "--max-pending: 1024 is less than one largest message"},
+		{"max message past 1GiB", []string{"--max-message", "2GiB"}, nil, `--max-message: invalid size "2GiB" (want a number of bytes, optionally with KiB, MiB or GiB, up to 1GiB)`},
+		{"len32 max message past a 1GiB frame", []string{"--framing", "len32", "--max-message", "1GiB", "--max-pending", "1GiB"}, nil,
+			"--max-message: 1073741824 is out of range for --framing len32 (1 to 1073741820; a frame is at most 1GiB)"},
+		{"max pending past 1GiB", nil, map[string]string{"ECHOHUB_MAX_PENDING": "1073741825"}, `--max-pending: invalid size "1073741825"`},
+		{"queue past int32", nil, map[string]string{"ECHOHUB_QUEUE": "2147483648"}, "--queue: 2147483648 is out of range (1 to 2147483647)"},
+		{"max clients past int32", []string{"--max-clients", "4294967296"}, nil, "--max-clients: 4294967296 is out of range (0 for unlimited, or 1 to 2147483647)"},
 		{"negative max clients", []string{"--max-clients", "-1"}, nil, "--max-clients: -1 is out of range"},
 		{"zero write timeout", []string{"--write-timeout", "0s"}, nil, "--write-timeout: 0s is out of range"},
 		{"unparsable duration", []string{"--write-timeout", "soon"}, nil, "write-timeout"},
@@ -57,6 +67,8 @@ func TestRunBadFlags(t *testing.T) {
 		{"unparsable metrics listen", []string{"--listen", "127.0.0.1:0", "--metrics-listen", "nonsense"}, nil, "--metrics-listen: listen tcp: address nonsense"},
 		{"busy metrics listen", []string{"--listen", "127.0.0.1:0", "--metrics-listen", busy.Addr().String()}, nil, "--metrics-listen: listen tcp " + busy.Addr().String() + ": bind: address already in use"},
 		{"pprof without metrics", []string{"--pprof"}, nil, "--pprof: needs --metrics-listen"},
+		{"clients-show-addr without metrics", []string{"--clients-show-addr"}, nil, "--clients-show-addr: needs --metrics-listen"},
+		{"clients-show-addr env without metrics", nil, map[string]string{"ECHOHUB_CLIENTS_SHOW_ADDR": "true"}, "--clients-show-addr: needs --metrics-listen"},
 		{"unknown flag", []string{"--colour"}, nil, "serve: flag provided but not defined: -colour"},
 		{"stray argument", []string{"now"}, nil, `serve: unexpected argument "now"`},
 		{"bad env", nil, map[string]string{"ECHOHUB_FRAMING": "xml"}, `--framing: unknown value "xml"`},
@@ -268,10 +280,7 @@ func TestBinarySIGTERM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "echohub")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--log-format", "json")
 	stderr := newPipeWriter(t)
 	cmd.Stderr = stderr.File
@@ -319,6 +328,12 @@ func TestServeFlagsConfig(t *testing.T) {
 	}
 	if cfg := parse(t, "--coalesce", "0", "--stall-limit", "750ms"); cfg.coalesce != 0 || cfg.stallLimit != 750*time.Millisecond {
 		t.Errorf("flags: coalesce %v, stall limit %v; want 0s, 750ms", cfg.coalesce, cfg.stallLimit)
+	}
+	if cfg := parse(t, "--metrics-listen", "127.0.0.1:0"); cfg.clientsShowAddr {
+		t.Errorf("defaults: clients show addr %v; want false", cfg.clientsShowAddr)
+	}
+	if cfg := parse(t, "--metrics-listen", "127.0.0.1:0", "--clients-show-addr"); !cfg.clientsShowAddr {
+		t.Errorf("flags: clients show addr %v; want true", cfg.clientsShowAddr)
 	}
 	t.Setenv("ECHOHUB_COALESCE", "5ms")
 	t.Setenv("ECHOHUB_STALL_LIMIT", "10s")

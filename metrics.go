@@ -34,6 +34,8 @@ type metrics struct {
 	rateLimited       atomic.Uint64 // messages a reader held back to keep its client under --rate
 	hubStalls         atomic.Uint64 // times the hub waited for room in a full queue (backpressure)
 	hubStallNanos     atomic.Uint64 // and for how long in all
+	apiConns          atomic.Int64  // gauge: HTTP API connections open (limitListener)
+	apiAccepted       atomic.Uint64 // HTTP API connections accepted
 	dropped           [numDropReasons]atomic.Uint64
 	closes            [numCloseReasons]atomic.Uint64
 }
@@ -83,6 +85,8 @@ type metricsCollector struct {
 	hubStallSeconds   *prometheus.Desc
 	pendingBytes      *prometheus.Desc
 	pendingMessages   *prometheus.Desc
+	apiConns          *prometheus.Desc
+	apiAccepted       *prometheus.Desc
 	bp                []*prometheus.Desc // with --backplane only: see collectBackplane
 }
 
@@ -107,6 +111,8 @@ func newMetricsCollector(s *server) *metricsCollector {
 		hubStallSeconds:   desc("hub_stall_seconds_total", "Time the hub spent waiting for room in full queues."),
 		pendingBytes:      desc("queue_pending_bytes", "Bytes queued for connected clients and not yet written, summed over clients."),
 		pendingMessages:   desc("queue_pending_messages", "Messages queued for connected clients and not yet written, summed over clients."),
+		apiConns:          desc("api_connections", "Connections open to this HTTP API; at its cap, new ones wait to be accepted."),
+		apiAccepted:       desc("api_connections_total", "Connections accepted by this HTTP API."),
 		bp:                backplaneDescs(s, desc),
 	}
 }
@@ -116,7 +122,8 @@ func (mc *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		mc.clients, mc.connections, mc.messagesReceived, mc.bytesReceived, mc.messagesDelivered,
 		mc.bytesDelivered, mc.dropped, mc.closes, mc.acceptErrors, mc.rateLimited,
-		mc.hubStalls, mc.hubStallSeconds, mc.pendingBytes, mc.pendingMessages,
+		mc.hubStalls, mc.hubStallSeconds, mc.pendingBytes, mc.pendingMessages, mc.apiConns,
+		mc.apiAccepted,
 	} {
 		ch <- d
 	}
@@ -154,6 +161,8 @@ func (mc *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	msgs, bytes := mc.s.pending()
 	gauge(mc.pendingMessages, msgs)
 	gauge(mc.pendingBytes, bytes)
+	gauge(mc.apiConns, m.apiConns.Load())
+	counter(mc.apiAccepted, m.apiAccepted.Load())
 	mc.collectBackplane(ch)
 }
 

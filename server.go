@@ -49,22 +49,26 @@ type server struct {
 
 	// Has its own lock; release adds to it as each client's close is finished.
 	closed *closedRing // the last clients closed, for /clients
+
+	// Written by the accept loop, reported by its own goroutine (refusals.go).
+	refusals *refusalLog
 }
 
 // newServer returns a server for cfg that logs to log.
 func newServer(cfg config, log zerolog.Logger) *server {
 	m := new(metrics)
 	return &server{
-		cfg:     cfg,
-		log:     log,
-		m:       m,
-		hub:     newHub(cfg, log, m),
-		quit:    make(chan struct{}),
-		serving: make(chan struct{}),
-		idle:    make(chan struct{}),
-		conns:   make(map[*client]struct{}),
-		perIP:   make(map[netip.Addr]int),
-		closed:  newClosedRing(closedRingSize),
+		cfg:      cfg,
+		log:      log,
+		m:        m,
+		hub:      newHub(cfg, log, m),
+		quit:     make(chan struct{}),
+		serving:  make(chan struct{}),
+		idle:     make(chan struct{}),
+		conns:    make(map[*client]struct{}),
+		perIP:    make(map[netip.Addr]int),
+		closed:   newClosedRing(closedRingSize),
+		refusals: newRefusalLog(log),
 	}
 }
 
@@ -106,7 +110,14 @@ func (s *server) Serve(ln net.Listener) error {
 	defer close(s.serving)
 	s.log.Info().Str("addr", ln.Addr().String()).Str("framing", s.cfg.framing.String()).
 		Bool("tls", s.cfg.tls != nil).Msg("listening")
+	stopReports, reported := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(reported)
+		s.refusals.run(stopReports) // returns once stopReports is closed below
+	}()
 	err := s.acceptLoop(ln)
+	close(stopReports)
+	<-reported // the last count of suppressed refusals is logged before Serve returns
 	if s.shuttingDown() {
 		return errServerClosed
 	}
@@ -257,7 +268,7 @@ func (s *server) handle(c *client) {
 // release forgets the closed client c, counts and logs its close. It is not
 // part of handle so that handle's frame, at the bottom of every parked
 // reader's stack, stays small: a reader whose stack outgrows 2 KiB keeps
-// 4 KiB for good (README, idle cost).
+// 4 KiB for good (docs/design.md, the idle cost).
 func (s *server) release(c *client) {
 	s.mu.Lock()
 	delete(s.conns, c)

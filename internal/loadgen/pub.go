@@ -1,23 +1,22 @@
-package main
+package loadgen
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"sync/atomic"
 	"time"
 )
 
-// A benchPublisher is one publisher connection.
-type benchPublisher struct {
+// A publisher is one publisher connection.
+type publisher struct {
 	// Immutable after dialAll.
 	id   int
-	run  *benchRun
-	conn net.Conn
+	node int // index in the target's nodes
+	run  *run
+	conn pubConn
 
 	// Owned by publish; read by others after it returns.
-	sent     uint64 // messages written to the connection in full
+	sent     uint64 // messages that left in full (pubConn.sent)
 	inWindow uint64 // of those, sent (with --rate: scheduled) inside the window
 	err      error  // why publishing stopped early; nil if it ran to the end
 
@@ -27,22 +26,21 @@ type benchPublisher struct {
 
 // publish sends publisher p's messages from t0 until we, paced by pacer or,
 // if pacer is nil, as fast as the connection accepts them. It returns at we
-// (after a last flush, bounded by benchFlushGrace), on a write error, or when
+// (after a last flush, bounded by flushGrace), on a write error, or when
 // ctx is done.
-func (p *benchPublisher) publish(ctx context.Context, pacer *benchPacer, t0, ws, we int64) {
+func (p *publisher) publish(ctx context.Context, pacer *pacer, t0, ws, we int64) {
 	r := p.run
-	w := bufio.NewWriterSize(p.conn, max(benchWriteBuffer, r.wire))
-	frame := benchNewFrame(r.opts.framing, r.opts.size)
-	payload := frame[len(frame)-r.opts.size:]
+	frame := newFrame(r.opts.Framing, r.opts.Size)
+	payload := frame[len(frame)-r.opts.Size:]
 	var seq, inWindow uint64
-	var accepted int64 // bytes w accepted: written, or buffered
-	err := p.conn.SetWriteDeadline(time.Now().Add(time.Duration(we-benchNow()) + benchFlushGrace))
+	var err error
+	// The last flush may block for flushGrace after the end, no longer.
+	deadline := time.AfterFunc(time.Duration(we-nanotime())+flushGrace, p.conn.abort)
+	defer deadline.Stop()
 	// send writes the next message, due at sched, timed from ts.
 	send := func(ts, sched int64) {
-		benchEncode(payload, benchHeader{pub: uint16(p.id), seq: seq, ts: ts})
-		n, werr := w.Write(frame)
-		accepted += int64(n)
-		if werr != nil {
+		encode(payload, header{pub: uint16(p.id), seq: seq, ts: ts})
+		if werr := p.conn.write(frame, payload); werr != nil {
 			err = werr
 			return
 		}
@@ -51,18 +49,18 @@ func (p *benchPublisher) publish(ctx context.Context, pacer *benchPacer, t0, ws,
 			inWindow++
 		}
 	}
-	flush := func() {
+	flush := func(final bool) {
 		if err == nil {
-			err = w.Flush()
+			err = p.conn.flush(final)
 		}
 		p.count.Store(seq)
 	}
 
-	timer := time.NewTimer(time.Duration(t0 - benchNow()))
+	timer := time.NewTimer(time.Duration(t0 - nanotime()))
 	defer timer.Stop()
 	var woke int64 // when the publisher last woke from its timer
 	for wake := t0; err == nil; {
-		if d := time.Duration(wake - benchNow()); d > 0 {
+		if d := time.Duration(wake - nanotime()); d > 0 {
 			timer.Reset(d)
 			select {
 			case <-ctx.Done():
@@ -70,19 +68,19 @@ func (p *benchPublisher) publish(ctx context.Context, pacer *benchPacer, t0, ws,
 				continue
 			case <-timer.C:
 			}
-			woke = benchNow()
+			woke = nanotime()
 		}
-		now := benchNow()
+		now := nanotime()
 		if pacer == nil {
 			if now >= we {
 				break
 			}
 			// Unthrottled: a batch, a flush, and a look at ctx.
-			for i := 0; i < benchFlushEvery && err == nil && now < we; i++ {
+			for i := 0; i < flushEvery && err == nil && now < we; i++ {
 				send(now, now)
-				now = benchNow()
+				now = nanotime()
 			}
-			flush()
+			flush(false)
 			if err == nil {
 				err = ctx.Err()
 			}
@@ -98,57 +96,56 @@ func (p *benchPublisher) publish(ctx context.Context, pacer *benchPacer, t0, ws,
 			sched := pacer.at(seq)
 			send(max(sched, woke), sched)
 		}
-		flush()
+		flush(false)
 		if now >= we {
 			break
 		}
 		wake = min(pacer.wake(seq, now), we)
 	}
-	flush()
+	flush(true)
 
-	// Count only whole messages that left the buffer.
-	p.sent = uint64(accepted-int64(w.Buffered())) / uint64(r.wire)
+	p.sent = p.conn.sent()
 	p.inWindow = min(inWindow, p.sent)
 	if err != nil && !r.closing.Load() {
 		p.err = fmt.Errorf("publisher %d: %w", p.id, err)
 	}
 }
 
-// benchMinPause is the shortest wait between two batches of a paced
+// minPause is the shortest wait between two batches of a paced
 // publisher. At high rates it makes every wake-up send a batch (rate times
-// benchMinPause messages) instead of sleeping once per message.
-const benchMinPause = 200 * time.Microsecond
+// minPause messages) instead of sleeping once per message.
+const minPause = 200 * time.Microsecond
 
-// A benchPacer is one publisher's schedule under --rate: message k is due at
-// start + k*interval on benchNow's clock. Latency is measured from that
+// A pacer is one publisher's schedule under --rate: message k is due at
+// start + k*interval on nanotime's clock. Latency is measured from that
 // scheduled time rather than from when the message was written, so a
 // publisher that falls behind because the server pushes back shows it in the
 // latency figures instead of hiding it (the coordinated-omission
-// correction). benchPublisher.publish only excludes its own timer's
+// correction). publisher.publish only excludes its own timer's
 // lateness.
-type benchPacer struct {
+type pacer struct {
 	start    int64   // due time of message 0
 	interval float64 // nanoseconds between messages
 }
 
-// benchPacers splits a total rate over pubs publishers starting at t0. Each
+// newPacers splits a total rate over pubs publishers starting at t0. Each
 // gets rate/pubs, and their schedules are staggered evenly so that the
 // merged stream is smooth.
-func benchPacers(rate float64, pubs int, t0 int64) []benchPacer {
+func newPacers(rate float64, pubs int, t0 int64) []pacer {
 	interval := float64(pubs) * 1e9 / rate
-	ps := make([]benchPacer, pubs)
+	ps := make([]pacer, pubs)
 	for i := range ps {
-		ps[i] = benchPacer{start: t0 + int64(interval*float64(i)/float64(pubs)), interval: interval}
+		ps[i] = pacer{start: t0 + int64(interval*float64(i)/float64(pubs)), interval: interval}
 	}
 	return ps
 }
 
 // at returns when message k is due.
-func (p benchPacer) at(k uint64) int64 { return p.start + int64(float64(k)*p.interval) }
+func (p pacer) at(k uint64) int64 { return p.start + int64(float64(k)*p.interval) }
 
 // due returns how many messages are due at now, counting only those due
 // before end.
-func (p benchPacer) due(now, end int64) uint64 {
+func (p pacer) due(now, end int64) uint64 {
 	t := min(now, end-1)
 	if t < p.start {
 		return 0
@@ -157,7 +154,7 @@ func (p benchPacer) due(now, end int64) uint64 {
 }
 
 // wake returns when a publisher that has sent sent messages should wake next:
-// when the next one is due, but at least benchMinPause after now.
-func (p benchPacer) wake(sent uint64, now int64) int64 {
-	return max(p.at(sent), now+int64(benchMinPause))
+// when the next one is due, but at least minPause after now.
+func (p pacer) wake(sent uint64, now int64) int64 {
+	return max(p.at(sent), now+int64(minPause))
 }

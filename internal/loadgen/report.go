@@ -1,32 +1,35 @@
-package main
+package loadgen
 
 import (
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
-// A benchResult is the figures of one run, as --json prints them. Rates and
+// A Result is the figures of one run, as --json prints them. Rates and
 // latencies cover the measurement window only (after --warmup); the counts
 // cover the whole run, warmup and drain included.
-type benchResult struct {
+type Result struct {
 	Addr      string  `json:"addr"`
+	Target    string  `json:"target"` // tcp, ws, redis or nats
+	Nodes     int     `json:"nodes"`  // addresses in Addr
 	Framing   string  `json:"framing"`
 	TLS       bool    `json:"tls"`
 	Subs      int     `json:"subs"`
 	Pubs      int     `json:"pubs"`
-	Size      int     `json:"size"`       // bytes per message, see benchmsg.go
+	Size      int     `json:"size"`       // bytes per message, see msg.go
 	Rate      float64 `json:"rate"`       // offered msgs/s over all publishers; 0 = unthrottled
 	DurationS float64 `json:"duration_s"` // the measurement window
 	WarmupS   float64 `json:"warmup_s"`
 
 	PublishedMsgsPerS float64 `json:"published_msgs_per_s"`
 	DeliveredMsgsPerS float64 `json:"delivered_msgs_per_s"` // summed over subscribers
-	DeliveredMBPerS   float64 `json:"delivered_mb_per_s"`   // wire bytes, 1 MB = 1e6 bytes
+	DeliveredMBPerS   float64 `json:"delivered_mb_per_s"`   // bytes as framed over TCP, 1 MB = 1e6 bytes
 	DeliveryRatio     float64 `json:"delivery_ratio"`       // delivered / (published x subs), in the window
 
 	// Latency from the send time in the message to its receipt, over the
@@ -48,20 +51,35 @@ type benchResult struct {
 	Corrupt          int64  `json:"corrupt"`   // frames neither a probe nor a message of --size
 	DisconnectedSubs int    `json:"disconnected_subs"`
 	PublisherErrors  int    `json:"publisher_errors"`
-	Error            string `json:"error,omitempty"` // the first disconnect or publisher error
+
+	// With several nodes: how many connected subscribers saw the messages
+	// that all of them received in another order than the first one did,
+	// and how many messages that covers (see order.go). Both 0 on one node.
+	DivergentSubs int   `json:"divergent_subs"`
+	OrderChecked  int64 `json:"order_checked"`
+
+	Error string `json:"error,omitempty"` // the first disconnect or publisher error
 }
 
 // result aggregates what the run's goroutines measured. It runs after close.
-func (r *benchRun) result() benchResult {
+func (r *run) result() Result {
 	o := r.opts
-	res := benchResult{
-		Addr: o.addr, Framing: o.framing, TLS: o.tlsConfig != nil,
-		Subs: o.subs, Pubs: o.pubs, Size: o.size, Rate: o.rate,
-		DurationS: o.duration.Seconds(), WarmupS: o.warmup.Seconds(),
+	nodes := r.target.nodes()
+	res := Result{
+		Addr: o.Addr, Target: r.target.kind(), Nodes: len(nodes), Framing: o.Framing, TLS: o.TLSConfig != nil,
+		Subs: o.Subs, Pubs: o.Pubs, Size: o.Size, Rate: o.Rate,
+		DurationS: o.Duration.Seconds(), WarmupS: o.Warmup.Seconds(),
 		LatencyFrom: "written",
 	}
-	if o.rate > 0 {
+	if o.Rate > 0 {
 		res.LatencyFrom = "scheduled"
+	}
+	for _, n := range nodes {
+		// rediss://, tls:// (NATS) and wss:// ask for TLS without --tls.
+		res.TLS = res.TLS || strings.HasPrefix(n, "rediss:") || strings.HasPrefix(n, "tls:") || strings.HasPrefix(n, "wss:")
+	}
+	if len(nodes) > 1 {
+		res.DivergentSubs, res.OrderChecked = r.orderCheck()
 	}
 	var sent []uint64
 	var sentInWindow int64
@@ -76,7 +94,7 @@ func (r *benchRun) result() benchResult {
 			}
 		}
 	}
-	hist := hdrhistogram.New(1, benchMaxLatency, 3)
+	hist := hdrhistogram.New(1, maxLatency, 3)
 	var inWindow int64
 	for i, s := range r.subs {
 		s.hist.MergeInto(hist)
@@ -96,13 +114,13 @@ func (r *benchRun) result() benchResult {
 			res.Lost += int64(s.seqs[p].missing(n))
 		}
 	}
-	res.Expected = res.Published * int64(o.subs)
-	secs := o.duration.Seconds()
-	res.PublishedMsgsPerS = benchRound(float64(sentInWindow) / secs)
-	res.DeliveredMsgsPerS = benchRound(float64(inWindow) / secs)
-	res.DeliveredMBPerS = benchRound(float64(inWindow) * float64(r.wire) / secs / 1e6)
+	res.Expected = res.Published * int64(o.Subs)
+	secs := o.Duration.Seconds()
+	res.PublishedMsgsPerS = round2(float64(sentInWindow) / secs)
+	res.DeliveredMsgsPerS = round2(float64(inWindow) / secs)
+	res.DeliveredMBPerS = round2(float64(inWindow) * float64(r.wire) / secs / 1e6)
 	if sentInWindow > 0 {
-		res.DeliveryRatio = math.Round(float64(inWindow)/float64(sentInWindow*int64(o.subs))*1e4) / 1e4
+		res.DeliveryRatio = math.Round(float64(inWindow)/float64(sentInWindow*int64(o.Subs))*1e4) / 1e4
 	}
 	res.LatencySamples = hist.TotalCount()
 	res.LatencyP50Us = hist.ValueAtQuantile(50)
@@ -113,29 +131,35 @@ func (r *benchRun) result() benchResult {
 	return res
 }
 
-// benchRound rounds v to two decimals, enough for rates in the report.
-func benchRound(v float64) float64 { return math.Round(v*100) / 100 }
+// round2 rounds v to two decimals, enough for rates in the report.
+func round2(v float64) float64 { return math.Round(v*100) / 100 }
 
-// benchMicros formats a latency in µs as a duration: "85µs", "1.234ms".
-func benchMicros(us int64) string { return (time.Duration(us) * time.Microsecond).String() }
+// micros formats a latency in µs as a duration: "85µs", "1.234ms".
+func micros(us int64) string { return (time.Duration(us) * time.Microsecond).String() }
 
 // writeTable prints res for people.
-func (res benchResult) writeTable(w io.Writer) error {
+func (res Result) writeTable(w io.Writer) error {
 	rate := "unthrottled"
 	if res.Rate > 0 {
 		rate = fmt.Sprintf("%.0f msgs/s offered", res.Rate)
 	}
-	tls := ""
+	about := []string{res.Framing}
+	if res.Target != kindTCP {
+		about = []string{res.Target, res.Framing}
+	}
 	if res.TLS {
-		tls = ", tls"
+		about = append(about, "tls")
+	}
+	if res.Nodes > 1 {
+		about = append(about, fmt.Sprintf("%d nodes", res.Nodes))
 	}
 	latency := "none: no message sent in the window was received"
 	if res.LatencySamples > 0 {
 		latency = fmt.Sprintf("p50 %s, p90 %s, p99 %s, p99.9 %s, max %s (from the %s send time, %d samples)",
-			benchMicros(res.LatencyP50Us), benchMicros(res.LatencyP90Us), benchMicros(res.LatencyP99Us),
-			benchMicros(res.LatencyP999Us), benchMicros(res.LatencyMaxUs), res.LatencyFrom, res.LatencySamples)
+			micros(res.LatencyP50Us), micros(res.LatencyP90Us), micros(res.LatencyP99Us),
+			micros(res.LatencyP999Us), micros(res.LatencyMaxUs), res.LatencyFrom, res.LatencySamples)
 	}
-	_, err := fmt.Fprintf(w, `target       %s (%s%s)
+	_, err := fmt.Fprintf(w, `target       %s (%s)
 load         %d subs, %d pubs, %d B messages, %s, %v measured after %v warmup
 published    %.0f msgs/s
 delivered    %.0f msgs/s, %.2f MB/s (%.2f%% of published x subs)
@@ -143,24 +167,28 @@ latency      %s
 deliveries   %d expected, %d received
 errors       %d lost, %d duplicates, %d reordered, %d corrupt, %d/%d subs disconnected, %d publisher errors
 `,
-		res.Addr, res.Framing, tls,
-		res.Subs, res.Pubs, res.Size, rate, benchSeconds(res.DurationS), benchSeconds(res.WarmupS),
+		res.Addr, strings.Join(about, ", "),
+		res.Subs, res.Pubs, res.Size, rate, seconds(res.DurationS), seconds(res.WarmupS),
 		res.PublishedMsgsPerS,
 		res.DeliveredMsgsPerS, res.DeliveredMBPerS, 100*res.DeliveryRatio,
 		latency,
 		res.Expected, res.Received,
 		res.Lost, res.Duplicates, res.Reordered, res.Corrupt, res.DisconnectedSubs, res.Subs, res.PublisherErrors)
+	if err == nil && res.Nodes > 1 {
+		_, err = fmt.Fprintf(w, "order        %d of %d subs diverged from the first subscriber's order, over the %d messages every connected sub received\n",
+			res.DivergentSubs, res.Subs-res.DisconnectedSubs, res.OrderChecked)
+	}
 	if err == nil && res.Error != "" {
 		_, err = fmt.Fprintf(w, "first error  %s\n", res.Error)
 	}
 	return err
 }
 
-// benchSeconds turns a JSON duration back into a time.Duration for printing.
-func benchSeconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+// seconds turns a JSON duration back into a time.Duration for printing.
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
-// benchWriteJSON prints v as one JSON object on one line.
-func benchWriteJSON(w io.Writer, v any) error {
+// writeJSON prints v as one JSON object on one line.
+func writeJSON(w io.Writer, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err

@@ -1,7 +1,6 @@
-package main
+package loadgen
 
 import (
-	"net"
 	"slices"
 	"sort"
 	"sync/atomic"
@@ -9,16 +8,18 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
-// A benchSubscriber is one subscriber connection and what its readLoop
+// A subscriber is one subscriber connection and what its readLoop
 // measured.
-type benchSubscriber struct {
+type subscriber struct {
 	// Immutable after dialAll.
-	run  *benchRun
-	conn net.Conn
-	done chan struct{} // closed when readLoop returns
+	run      *run
+	node     int // index in the target's nodes
+	conn     subConn
+	done     chan struct{} // closed when readLoop returns
+	orderMax int           // how many messages order may hold; 0 = no order check
 
 	// Owned by readLoop; read by others only after done is closed.
-	seqs         []benchSeq                    // one per publisher
+	seqs         []sequence                    // one per publisher
 	hist         *hdrhistogram.PackedHistogram // latency in µs of messages sent inside the window
 	received     int64                         // messages (not probes), duplicates included
 	inWindow     int64                         // messages received inside the window
@@ -28,6 +29,7 @@ type benchSubscriber struct {
 	ready        bool                          // saw a probe
 	err          error                         // why readLoop returned
 	disconnected bool                          // the connection ended before bench closed it
+	order        []uint64                      // (publisher, seq) of each message in arrival order, duplicates left out; see orderKey
 
 	// Accessed atomically: readLoop stores, the drain and progress loops load.
 	count atomic.Int64 // a copy of received, stored after each read
@@ -36,44 +38,13 @@ type benchSubscriber struct {
 // readLoop reads and accounts for everything subscriber s receives. It
 // returns when the connection ends: closed by bench, by the server, or on a
 // len32 frame that cannot be a bench message.
-func (s *benchSubscriber) readLoop() {
+func (s *subscriber) readLoop() {
 	defer close(s.done)
 	r := s.run
-	buf := make([]byte, max(benchReadBuffer, 2*r.wire))
-	var start, end int
+	deliver := func(p []byte, now int64) { s.handle(p, now, r.winStart.Load(), r.winEnd.Load()) }
 	for {
-		n, err := s.conn.Read(buf[end:])
-		if n > 0 {
-			// One receive time for everything this read completed.
-			now := benchNow()
-			ws, we := r.winStart.Load(), r.winEnd.Load()
-			end += n
-			for start < end {
-				payload, k, ferr := benchNextFrame(r.opts.framing, buf[start:end], len(buf)-4)
-				if ferr != nil {
-					// The stream cannot be resynchronised: give up on it.
-					err = ferr
-					_ = s.conn.Close()
-					break
-				}
-				if k == 0 {
-					break
-				}
-				s.handle(payload, now, ws, we)
-				start += k
-			}
-			s.count.Store(s.received)
-			switch {
-			case start == end:
-				start, end = 0, 0
-			case start == 0 && end == len(buf): // a line longer than the buffer
-				s.corrupt++
-				start, end = 0, 0
-			case len(buf)-end < r.wire: // make room for a whole message
-				end = copy(buf, buf[start:end])
-				start = 0
-			}
-		}
+		err := s.conn.receive(deliver)
+		s.count.Store(s.received)
 		if err != nil {
 			s.err = err
 			s.disconnected = !r.closing.Load()
@@ -83,7 +54,7 @@ func (s *benchSubscriber) readLoop() {
 }
 
 // handle accounts for one received payload, received at now.
-func (s *benchSubscriber) handle(p []byte, now, ws, we int64) {
+func (s *subscriber) handle(p []byte, now, ws, we int64) {
 	r := s.run
 	if len(p) == r.probeLen && p[0] == 'P' {
 		if !s.ready {
@@ -94,66 +65,71 @@ func (s *benchSubscriber) handle(p []byte, now, ws, we int64) {
 		}
 		return
 	}
-	h, ok := benchDecode(p)
-	if !ok || len(p) != r.opts.size || int(h.pub) >= len(s.seqs) {
+	h, ok := decode(p)
+	if !ok || len(p) != r.opts.Size || int(h.pub) >= len(s.seqs) {
 		s.corrupt++
 		return
 	}
 	s.received++
-	switch s.seqs[h.pub].observe(h.seq) {
-	case benchDuplicate:
+	switch v := s.seqs[h.pub].observe(h.seq); {
+	case v == duplicate:
 		s.duplicates++
-	case benchReordered:
+	case v == reordered:
 		s.reordered++
+		fallthrough
+	default:
+		if len(s.order) < s.orderMax {
+			s.order = append(s.order, orderKey(h.pub, h.seq))
+		}
 	}
 	if now >= ws && now < we {
 		s.inWindow++
 	}
 	if h.ts >= ws && h.ts < we {
-		_ = s.hist.RecordValue(min(max((now-h.ts)/1e3, 0), benchMaxLatency))
+		_ = s.hist.RecordValue(min(max((now-h.ts)/1e3, 0), maxLatency))
 	}
 }
 
-// benchVerdict classifies one received sequence number.
-type benchVerdict int
+// verdict classifies one received sequence number.
+type verdict int
 
 const (
-	benchInOrder   benchVerdict = iota // the next expected number
-	benchAhead                         // later than expected: the numbers skipped are missing for now
-	benchReordered                     // a missing number arrived late
-	benchDuplicate                     // a number already received
+	inOrder   verdict = iota // the next expected number
+	ahead                    // later than expected: the numbers skipped are missing for now
+	reordered                // a missing number arrived late
+	duplicate                // a number already received
 )
 
-// benchMaxHoles bounds the gaps a benchSeq remembers. Past it the oldest gap
+// maxHoles bounds the gaps a sequence remembers. Past it the oldest gap
 // is taken as final: it stays lost, and should its numbers still arrive they
 // count as duplicates.
-const benchMaxHoles = 1024
+const maxHoles = 1024
 
-// A benchSeq tracks one publisher's sequence as seen by one subscriber: which
+// A sequence tracks one publisher's sequence as seen by one subscriber: which
 // numbers are missing, so that a late arrival is told from a duplicate.
-type benchSeq struct {
-	next      uint64      // one past the highest number received
-	holes     []benchHole // numbers below next not received yet, ascending, disjoint
-	forgotten uint64      // numbers in holes dropped past benchMaxHoles
+type sequence struct {
+	next      uint64 // one past the highest number received
+	holes     []hole // numbers below next not received yet, ascending, disjoint
+	forgotten uint64 // numbers in holes dropped past maxHoles
 }
 
-// A benchHole is the missing range [lo, hi).
-type benchHole struct{ lo, hi uint64 }
+// A hole is the missing range [lo, hi).
+type hole struct{ lo, hi uint64 }
 
 // observe records that seq arrived and says how it fits the sequence.
-func (s *benchSeq) observe(seq uint64) benchVerdict {
+func (s *sequence) observe(seq uint64) verdict {
 	switch {
 	case seq == s.next:
 		s.next++
-		return benchInOrder
+		return inOrder
 	case seq > s.next:
-		s.addHole(benchHole{s.next, seq})
+		s.addHole(hole{s.next, seq})
 		s.next = seq + 1
-		return benchAhead
+		return ahead
 	}
 	i := sort.Search(len(s.holes), func(i int) bool { return s.holes[i].hi > seq })
 	if i == len(s.holes) || s.holes[i].lo > seq {
-		return benchDuplicate
+		return duplicate
 	}
 	h := s.holes[i]
 	switch {
@@ -165,30 +141,30 @@ func (s *benchSeq) observe(seq uint64) benchVerdict {
 		s.holes[i].hi--
 	default: // split the hole around seq
 		s.holes[i].hi = seq
-		s.holes = slices.Insert(s.holes, i+1, benchHole{seq + 1, h.hi})
-		if len(s.holes) > benchMaxHoles {
+		s.holes = slices.Insert(s.holes, i+1, hole{seq + 1, h.hi})
+		if len(s.holes) > maxHoles {
 			s.forget()
 		}
 	}
-	return benchReordered
+	return reordered
 }
 
 // addHole appends h, which lies above every hole already held.
-func (s *benchSeq) addHole(h benchHole) {
-	if len(s.holes) == benchMaxHoles {
+func (s *sequence) addHole(h hole) {
+	if len(s.holes) == maxHoles {
 		s.forget()
 	}
 	s.holes = append(s.holes, h)
 }
 
 // forget drops the oldest hole, counting its numbers as lost for good.
-func (s *benchSeq) forget() {
+func (s *sequence) forget() {
 	s.forgotten += s.holes[0].hi - s.holes[0].lo
 	s.holes = slices.Delete(s.holes, 0, 1)
 }
 
 // missing returns how many of the sent numbers 0..sent-1 never arrived.
-func (s *benchSeq) missing(sent uint64) uint64 {
+func (s *sequence) missing(sent uint64) uint64 {
 	n := s.forgotten
 	for _, h := range s.holes {
 		n += h.hi - h.lo

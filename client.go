@@ -96,6 +96,10 @@ type client struct {
 	stalled      atomic.Bool  // set by the hub while it waits for room in this queue
 	writingSince atomic.Int64 // set by writeLoop: UnixNano when the write in progress began, 0 between writes; read by the hub and watchWrites
 
+	// --backplane only: written by its publisher, read by settle.
+	bpAcked atomic.Uint64 // messages read from c that JetStream has acknowledged
+	bpSeq   atomic.Uint64 // stream sequence of the last of them
+
 	// Statistics, each written by one goroutine and read by anyone.
 	msgsIn, bytesIn   atomic.Uint64 // readLoop
 	msgsOut, bytesOut atomic.Uint64 // writeLoop
@@ -157,9 +161,11 @@ func (c *client) readLoop() closeReason {
 		}
 		// This blocks while the hub is stalled on full queues: the reader
 		// stops reading and TCP pushes back on the publisher (README).
+		// With --backplane, intake is the backplane's: this blocks while its
+		// window is full or NATS is down, with the same effect.
 		select {
-		case h.publish <- message{from: c, data: data, count: n}:
-		case <-h.done:
+		case h.intake <- message{from: c, data: data, count: n}:
+		case <-h.intakeDone:
 			return reasonShutdown
 		}
 	}

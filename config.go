@@ -84,6 +84,16 @@ type config struct {
 	burst           int            // with rate: messages a client may send at once, 0 = one second's worth
 	keepalive       time.Duration  // TCP keepalive idle time and probe interval, 0 = off
 
+	// Backplane (backplane.go): off while backplane is empty.
+	backplane  []string      // NATS server URLs
+	bpStream   string        // JetStream stream, and its subject
+	bpStorage  string        // memory or file, for a stream this node creates
+	bpReplicas int           // replicas of a stream this node creates
+	bpMaxAge   time.Duration // retention of a stream this node creates, 0 = unlimited
+	bpMaxBytes int           // and its size bound, 0 = unlimited
+	bpBuffer   int           // stream messages the consumer buffers ahead of the hub
+	bpWindow   int           // reads gathered while a publish awaits its acknowledgement, before readers wait
+
 	// sendBuffer has no flag: when positive, it sets SO_SNDBUF on accepted
 	// connections, so that in tests a frozen reader fills its queue after
 	// kilobytes rather than after the kernel's megabytes.
@@ -110,6 +120,14 @@ func defaultConfig() config {
 		handshakeTimeout: 5 * time.Second,
 		stallLimit:       defaultStallLimit,
 		api:              defaultAPILimits(),
+
+		bpStream:   "ECHOHUB",
+		bpStorage:  "memory",
+		bpReplicas: 1,
+		bpMaxAge:   time.Hour,
+		bpMaxBytes: 64 << 20,
+		bpBuffer:   256,
+		bpWindow:   256,
 	}
 }
 
@@ -154,6 +172,14 @@ func serveFlags() []cli.Flag {
 		str("metrics-listen", d.metricsListen, "HTTP `ADDR` for /metrics, /healthz, /readyz and /clients, empty = off"),
 		&cli.BoolFlag{Name: "pprof", Usage: "also serve /debug/pprof/ on --metrics-listen", EnvVars: env("pprof")},
 		&cli.BoolFlag{Name: "clients-show-addr", Usage: "list clients' remote addresses in /clients", EnvVars: env("clients-show-addr")},
+		str("backplane", "", "NATS `URLS` (comma-separated) of the stream every node shares, empty = this node alone"),
+		str("backplane-stream", d.bpStream, "JetStream stream and subject `NAME`"),
+		str("backplane-storage", d.bpStorage, "storage `KIND` of a stream this node creates: memory or file"),
+		&cli.IntFlag{Name: "backplane-replicas", Value: d.bpReplicas, Usage: "replicas (`N`) of a stream this node creates, 1 to 5", EnvVars: env("backplane-replicas")},
+		dur("backplane-max-age", d.bpMaxAge, "a stream this node creates keeps messages for `DUR`, 0 = no limit"),
+		str("backplane-max-bytes", formatSize(d.bpMaxBytes), "a stream this node creates keeps at most `BYTES`, oldest dropped, 0 = no limit"),
+		&cli.IntFlag{Name: "backplane-buffer", Value: d.bpBuffer, Usage: "stream messages (`N`) fetched ahead of this node's clients", EnvVars: env("backplane-buffer")},
+		&cli.IntFlag{Name: "backplane-window", Value: d.bpWindow, Usage: "reads (`N`) gathered while a publish awaits acknowledgement, before readers wait", EnvVars: env("backplane-window")},
 	}
 }
 
@@ -200,6 +226,22 @@ func configFromCLI(cCtx *cli.Context) (config, error) {
 	cfg.metricsListen = cCtx.String("metrics-listen")
 	cfg.pprof = cCtx.Bool("pprof")
 	cfg.clientsShowAddr = cCtx.Bool("clients-show-addr")
+	cfg.backplane, err = parseBackplaneURLs(cCtx.String("backplane"))
+	flagErr("backplane", err)
+	cfg.bpStream, cfg.bpStorage = cCtx.String("backplane-stream"), cCtx.String("backplane-storage")
+	cfg.bpReplicas = cCtx.Int("backplane-replicas")
+	cfg.bpMaxAge = cCtx.Duration("backplane-max-age")
+	cfg.bpMaxBytes, err = parseSize(cCtx.String("backplane-max-bytes"))
+	flagErr("backplane-max-bytes", err)
+	cfg.bpBuffer, cfg.bpWindow = cCtx.Int("backplane-buffer"), cCtx.Int("backplane-window")
+	if len(cfg.backplane) == 0 {
+		for _, f := range []string{"backplane-stream", "backplane-storage", "backplane-replicas",
+			"backplane-max-age", "backplane-max-bytes", "backplane-buffer", "backplane-window"} {
+			if cCtx.IsSet(f) {
+				flagErr(f, errors.New("needs --backplane"))
+			}
+		}
+	}
 	if len(errs) > 0 {
 		return cfg, errs[0]
 	}
@@ -259,7 +301,7 @@ func (cfg config) validate() error {
 	case cfg.clientsShowAddr && cfg.metricsListen == "":
 		return errors.New("--clients-show-addr: needs --metrics-listen")
 	}
-	return nil
+	return cfg.validateBackplane()
 }
 
 // parseSlow returns the slow-client policy named s.

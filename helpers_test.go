@@ -68,6 +68,14 @@ func startTestServer(t testing.TB, cfg config) *testServer {
 	logs := new(logBuffer)
 	log := zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), logs)).Level(cfg.logLevel)
 	ts := &testServer{server: newServer(cfg, log), addr: ln.Addr().String(), logs: logs}
+	if len(cfg.backplane) > 0 {
+		bp, err := dialBackplane(context.Background(), cfg, log)
+		if err != nil {
+			ln.Close()
+			t.Fatalf("dialBackplane: %v", err)
+		}
+		ts.useBackplane(bp)
+	}
 	served := make(chan error, 1)
 	go func() { served <- ts.Serve(ln) }()
 	t.Cleanup(func() {

@@ -146,10 +146,15 @@ func (a *httpAPI) shutdown() {
 
 // readyz answers 200 while the server admits clients, and 503 before Serve
 // and from the moment Shutdown begins, so a load balancer stops sending new
-// clients while the hub drains.
+// clients while the hub drains; with --backplane, 503 too while the backplane
+// is down (its clients stay connected, but wait).
 func (a *httpAPI) readyz(w http.ResponseWriter, _ *http.Request) {
 	if !a.s.accepting() {
 		http.Error(w, "not accepting", http.StatusServiceUnavailable)
+		return
+	}
+	if a.s.bp != nil && !a.s.bp.up.Load() {
+		http.Error(w, "backplane down", http.StatusServiceUnavailable)
 		return
 	}
 	io.WriteString(w, "ok\n")

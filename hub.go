@@ -13,6 +13,8 @@ import (
 // client, back to back and framed exactly as received (one read's worth, so
 // that a burst costs one allocation and one channel send). The hub and every
 // writer share data read-only: nobody modifies it once it is sent on publish.
+// With --backplane the consumer hands them over instead; from is then this
+// node's client that sent it, or nil.
 type message struct {
 	from  *client
 	data  []byte
@@ -72,13 +74,21 @@ type hub struct {
 	maxBatchBytes int
 	join          chan *client  // a new client, before its loops start
 	leave         chan *client  // a client whose readLoop has ended
-	publish       chan message  // messages from readers
+	publish       chan message  // messages from readers, or with --backplane from its consumer
 	room          chan struct{} // cap 1: a writer freed room in a stalled client's queue
 	ready         chan struct{} // cap 1: a writer went idle while the hub holds messages
 	stop          chan struct{} // closed by shutdown: finish once every reader has left
 	done          chan struct{} // closed when run returns
 	holdTimer     *time.Timer   // runs for --coalesce while the hub holds messages; see take
 	stopOnce      sync.Once     // closes stop
+
+	// Set by newHub and, with --backplane, by backplane.attach before run
+	// starts; immutable after. With a backplane, readers hand their messages
+	// to bp instead of publish, and bp's consumer hands the hub the stream's
+	// messages on publish.
+	bp         *backplane      // nil without --backplane
+	intake     chan<- message  // where readers hand messages: publish, or bp.in
+	intakeDone <-chan struct{} // closed when intake takes nothing more: done, or bp.abort
 
 	// Accessed atomically: the hub adds to busy and sets the others, writers
 	// subtract from busy (client.dequeue). See take.
@@ -104,7 +114,7 @@ func newHub(cfg config, log zerolog.Logger, m *metrics) *hub {
 	// messages and under maxBatchBytes+maxFrame <= max-pending bytes: it
 	// always fits an empty queue.
 	maxFrame := cfg.framing.maxFrame(cfg.maxMessage)
-	return &hub{
+	h := &hub{
 		cfg:           cfg,
 		log:           log,
 		dropLog:       log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}),
@@ -123,6 +133,8 @@ func newHub(cfg config, log zerolog.Logger, m *metrics) *hub {
 		penalty:       make(map[netip.Addr]time.Time),
 		stall:         stoppedTimer(),
 	}
+	h.intake, h.intakeDone = h.publish, h.done
+	return h
 }
 
 // stoppedTimer returns a timer that fires only once it is Reset.
@@ -149,13 +161,23 @@ func (h *hub) closing() bool {
 }
 
 // run is the hub goroutine. It returns after shutdown and once every
-// registered client's readLoop has left, having closed every send channel,
-// so that writers flush what is queued and exit.
+// registered client's readLoop has left (with --backplane: and the backplane
+// has delivered back everything they read, see backplane.fed), having closed
+// every send channel, so that writers flush what is queued and exit.
 func (h *hub) run() {
 	defer close(h.done)
-	stop := h.stop // nil once received: the hub is draining
-	for stop != nil || h.reading > 0 {
+	stop := h.stop          // nil once received: the hub is draining
+	var fed <-chan struct{} // nil once the backplane will hand over nothing more
+	if h.bp != nil {
+		fed = h.bp.fed
+	}
+	for stop != nil || h.reading > 0 || fed != nil {
+		if stop == nil && h.reading == 0 && h.bp != nil {
+			h.bp.readersLeft() // it publishes what they read, delivers it back, then closes fed
+		}
 		select {
+		case <-fed:
+			fed = nil
 		case c := <-h.join:
 			h.flush() // c gets what is read from now on, not what was held
 			h.add(c)
@@ -198,6 +220,11 @@ func (h *hub) register(c *client) bool {
 
 // unregister tells the hub that c's readLoop has ended.
 func (h *hub) unregister(c *client) {
+	if h.bp != nil && c.closeReason() == reasonEOF {
+		// README: a client that half-closes still gets its own messages;
+		// with a backplane they are still on their way through the stream.
+		h.bp.settle(c)
+	}
 	select {
 	case h.leave <- c:
 	case <-h.done:
@@ -210,6 +237,9 @@ func (h *hub) add(c *client) {
 	h.clients = append(h.clients, c)
 	h.reading++
 	h.m.clients.Add(1)
+	if h.bp != nil && h.cfg.excludeSender {
+		h.bp.remember(c)
+	}
 }
 
 // left handles the end of c's readLoop. While the server shuts down, c stays
@@ -243,6 +273,9 @@ func (h *hub) remove(c *client, r closeReason) {
 	}
 	close(c.send)
 	h.m.clients.Add(-1)
+	if h.bp != nil && h.cfg.excludeSender {
+		h.bp.forget(c)
+	}
 	if r != reasonNone {
 		c.close(r)
 	}
@@ -328,7 +361,9 @@ func (h *hub) fanout(b *batch) {
 	h.settled.Store(h.busy.Load())
 	if h.cfg.excludeSender {
 		for _, m := range b.msgs {
-			m.from.ownMsgs += m.count
+			if m.from != nil { // nil: from the backplane, sent by no client of this node
+				m.from.ownMsgs += m.count
+			}
 		}
 	}
 	// A queued batch keeps all its bytes alive, c's own messages included
@@ -340,7 +375,9 @@ func (h *hub) fanout(b *batch) {
 	}
 	if h.cfg.excludeSender {
 		for _, m := range b.msgs {
-			m.from.ownMsgs = 0
+			if m.from != nil {
+				m.from.ownMsgs = 0
+			}
 		}
 	}
 	for i, c := range h.slow {

@@ -100,9 +100,20 @@ func serveCommand() *cli.Command {
 // (README). With TLS, SIGHUP re-reads the certificate files.
 func serve(ctx context.Context, cfg config, log zerolog.Logger, ln net.Listener) error {
 	s := newServer(cfg, log)
+	if len(cfg.backplane) > 0 {
+		// Before anything serves: a backplane that cannot be reached, has no
+		// JetStream or carries another framing stops serve with one line.
+		bp, err := dialBackplane(ctx, cfg, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		s.useBackplane(bp)
+	}
 	api, err := listenHTTPAPI(s) // nil when --metrics-listen is empty
 	if err != nil {
 		ln.Close()
+		s.Shutdown(context.Background()) // Serve never ran: this closes the backplane's connection, if any
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)

@@ -87,6 +87,7 @@ type metricsCollector struct {
 	pendingMessages   *prometheus.Desc
 	apiConns          *prometheus.Desc
 	apiAccepted       *prometheus.Desc
+	bp                []*prometheus.Desc // with --backplane only: see collectBackplane
 }
 
 // newMetricsCollector returns the collector of s's metrics.
@@ -112,6 +113,7 @@ func newMetricsCollector(s *server) *metricsCollector {
 		pendingMessages:   desc("queue_pending_messages", "Messages queued for connected clients and not yet written, summed over clients."),
 		apiConns:          desc("api_connections", "Connections open to this HTTP API; at its cap, new ones wait to be accepted."),
 		apiAccepted:       desc("api_connections_total", "Connections accepted by this HTTP API."),
+		bp:                backplaneDescs(s, desc),
 	}
 }
 
@@ -123,6 +125,9 @@ func (mc *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 		mc.hubStalls, mc.hubStallSeconds, mc.pendingBytes, mc.pendingMessages, mc.apiConns,
 		mc.apiAccepted,
 	} {
+		ch <- d
+	}
+	for _, d := range mc.bp {
 		ch <- d
 	}
 }
@@ -158,6 +163,7 @@ func (mc *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(mc.pendingBytes, bytes)
 	gauge(mc.apiConns, m.apiConns.Load())
 	counter(mc.apiAccepted, m.apiAccepted.Load())
+	mc.collectBackplane(ch)
 }
 
 // pending returns how many messages and bytes are queued for s's connected

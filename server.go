@@ -33,6 +33,7 @@ type server struct {
 	log     zerolog.Logger
 	m       *metrics
 	hub     *hub
+	bp      *backplane    // nil without --backplane; set by useBackplane before Serve
 	quit    chan struct{} // closed, under mu, when Shutdown begins
 	serving chan struct{} // closed when the accept loop has returned
 	idle    chan struct{} // closed, under mu, once Shutdown has begun and no admitted connection is left; ends watchWrites
@@ -85,13 +86,22 @@ func (s *server) Serve(ln net.Listener) error {
 	s.ln = ln
 	// Started under mu, so that Shutdown either sees ln set and waits for
 	// these goroutines, or runs first and Serve starts none of them.
-	// The hub returns after Shutdown, once every reader has left;
-	// watchWrites once idle is closed.
+	// The hub returns after Shutdown, once every reader has left (and the
+	// backplane, if any, has returned); watchWrites once idle is closed.
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		s.hub.run()
 	}()
+	if s.bp != nil {
+		// It returns during Shutdown, once it has published what the
+		// readers read and delivered it back, or Shutdown gives up.
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.bp.run()
+		}()
+	}
 	go func() {
 		defer s.wg.Done()
 		s.watchWrites()
@@ -122,6 +132,13 @@ func (s *server) shuttingDown() bool {
 	default:
 		return false
 	}
+}
+
+// useBackplane makes b, from dialBackplane, this server's backplane. It must
+// be called before Serve.
+func (s *server) useBackplane(b *backplane) {
+	s.bp = b
+	b.attach(s.hub)
 }
 
 // watchWrites enforces --write-timeout: it closes every client whose write
@@ -273,8 +290,9 @@ func (s *server) release(c *client) {
 //  2. tell the hub to finish (hub.shutdown), and set every connection's read
 //     deadline to now, so readers stop after handing the hub every complete
 //     message they have read;
-//  3. once every reader has left, the hub closes every send channel, so
-//     writers flush their queues and close their connections;
+//  3. once every reader has left (with --backplane: and the backplane has
+//     published what they read and delivered it back), the hub closes every
+//     send channel, so writers flush their queues and close their connections;
 //  4. wait for that until ctx is done, and
 //  5. then force-close whatever is left.
 //
@@ -290,6 +308,9 @@ func (s *server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	if ln == nil { // Serve never ran, and now never starts anything
 		s.hub.shutdown()
+		if s.bp != nil {
+			s.bp.discard()
+		}
 		return nil
 	}
 	ln.Close()
@@ -313,6 +334,9 @@ func (s *server) Shutdown(ctx context.Context) error {
 	case <-allDone:
 	case <-ctx.Done():
 		err = ctx.Err()
+		if s.bp != nil {
+			s.bp.stopNow() // what it has not stored by now is lost; it logs how much
+		}
 		s.mu.Lock()
 		for c := range s.conns {
 			c.close(reasonShutdown)

@@ -85,11 +85,6 @@ type client struct {
 	lagging bool // --slow=drop: fell behind; skipped without waiting while its queue is half full
 	ownMsgs int  // --exclude-sender: this client's messages in the batch being fanned out
 
-	// Owned by the hub goroutine, and used only while it waits (stall.go).
-	fullSince time.Time // when the hub first found this queue full; zero while it has room
-	acked     uint64    // bytes the peer had acknowledged when ackedAt was set (probePeer)
-	ackedAt   time.Time // when acked last grew; zero when unknown or the queue has room
-
 	// Accessed atomically: the hub adds, writeLoop subtracts.
 	pendingMsgs  atomic.Int64 // messages queued, bounded by --queue
 	pendingBytes atomic.Int64 // bytes queued, bounded by --max-pending

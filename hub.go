@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,8 +101,6 @@ type hub struct {
 	held    *batch    // messages taken from publish and not yet fanned out (see take)
 	slow    []*client // scratch: clients to disconnect after a fanout
 	stall   *time.Timer
-	budget  stallBudget              // how long clients may still hold the stream (stall.go)
-	penalty map[netip.Addr]time.Time // addresses recently closed as slow, and until when (stall.go)
 }
 
 // newHub returns a hub for cfg; run starts it.
@@ -129,8 +126,6 @@ func newHub(cfg config, log zerolog.Logger, m *metrics) *hub {
 		stop:          make(chan struct{}),
 		done:          make(chan struct{}),
 		holdTimer:     stoppedTimer(),
-		budget:        stallBudget{left: cfg.stallLimit},
-		penalty:       make(map[netip.Addr]time.Time),
 		stall:         stoppedTimer(),
 	}
 	h.intake, h.intakeDone = h.publish, h.done
@@ -401,7 +396,6 @@ func (h *hub) deliver(c *client, b *batch, n, size int) {
 		c.lagging = false
 	}
 	if !h.fits(c, n, size) && !h.waitRoom(c, n, size) {
-		h.penalize(c)
 		if h.cfg.slow == slowDrop {
 			c.lagging = true
 			h.drop(c, n, size)

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -24,34 +23,16 @@ type fakeClient struct {
 	batches int      // batches received
 }
 
-// newFakeClient registers a client named name with h, connected just now.
+// newFakeClient registers a client named name with h.
 func newFakeClient(t *testing.T, h *hub, name string) *fakeClient {
-	return newFakeClientFrom(t, h, name, "")
-}
-
-// newFakeClientFrom registers a client named name with h, connected from
-// remote ("host:port"; empty for none, as a pipe has).
-func newFakeClientFrom(t *testing.T, h *hub, name, remote string) *fakeClient {
 	near, far := net.Pipe()
 	t.Cleanup(func() { near.Close(); far.Close() })
-	var conn net.Conn = near
-	if remote != "" {
-		conn = addrConn{near, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(remote))}
-	}
-	fc := &fakeClient{client: newClient(0, conn, h, zerolog.Nop()), name: name}
+	fc := &fakeClient{client: newClient(0, near, h, zerolog.Nop()), name: name}
 	if !h.register(fc.client) {
 		t.Fatalf("%s: hub exited", name)
 	}
 	return fc
 }
-
-// An addrConn is a pipe that claims a TCP peer address.
-type addrConn struct {
-	net.Conn
-	remote net.Addr
-}
-
-func (c addrConn) RemoteAddr() net.Addr { return c.remote }
 
 // drain plays the writer until send is closed: each batch takes delay, and
 // with stuck set, the delay counts as a write blocked on the socket.
@@ -237,9 +218,8 @@ func TestHubEveryoneBehind(t *testing.T) {
 	})
 }
 
-// TestHubFrozenClient: a client whose write never returns, on a connection
-// the kernel cannot see into (a pipe), holds the stream for the stall limit
-// once; then it is disconnected, or,
+// TestHubFrozenClient: a client whose write never returns holds the stream
+// for the stall limit once; then it is disconnected, or,
 // under --slow=drop, skipped without further stalls.
 func TestHubFrozenClient(t *testing.T) {
 	for _, policy := range []slowPolicy{slowDisconnect, slowDrop} {
@@ -508,5 +488,39 @@ func TestHubCoalesceOff(t *testing.T) {
 		}
 		stopHub(h, alice, bob)
 		time.Sleep(5 * time.Millisecond) // bob's writer returns
+	})
+}
+
+// TestHubExcludeSenderPending: with --exclude-sender, the bytes of a
+// client's own messages in a queued batch count toward its --max-pending,
+// since the batch keeps them alive.
+func TestHubExcludeSenderPending(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := hubConfig()
+		cfg.excludeSender, cfg.slow = true, slowDrop
+		cfg.queue, cfg.maxPending, cfg.maxMessage = 1024, 4096, 1024
+		h := startHub(cfg)
+		alice, bob := newFakeClient(t, h, "alice"), newFakeClient(t, h, "bob")
+		go bob.drain(0, false)
+		alice.writingSince.Store(time.Now().UnixNano()) // her writer is stuck in a write
+		big := fmt.Sprintf("%01000d\n", 0)
+		for range 20 { // alice's writer never runs: her queue only grows
+			alice.publish(big)
+			bob.publish("b\n")
+			synctest.Wait()
+		}
+		time.Sleep(2 * cfg.stallLimit) // the hub's wait on alice ends
+		queued := 0
+		for len(alice.send) > 0 {
+			queued += (<-alice.send).bytes
+		}
+		if queued > cfg.maxPending || int64(queued) != alice.pendingBytes.Load() {
+			t.Errorf("alice's queue holds %d bytes, counted %d; want at most --max-pending (%d), all counted",
+				queued, alice.pendingBytes.Load(), cfg.maxPending)
+		}
+		alice.pendingMsgs.Store(0)
+		alice.pendingBytes.Store(0)
+		stopHub(h, alice, bob)
+		synctest.Wait()
 	})
 }

@@ -178,10 +178,10 @@ func TestMetricsDropped(t *testing.T) {
 				got["echohub_queue_pending_messages"], got["echohub_queue_pending_bytes"], queued, pending)
 		case queued == 0:
 			return errors.New("nothing queued for slow")
-		case got["echohub_hub_stalls_total"] < 1 || got["echohub_hub_stall_seconds_total"] < frozenAllowance(cfg).Seconds():
-			// The hub waited slow's allowance before it dropped.
+		case got["echohub_hub_stalls_total"] < 1 || got["echohub_hub_stall_seconds_total"] < cfg.stallLimit.Seconds():
+			// The hub waited the stall limit for slow before it dropped.
 			return fmt.Errorf("hub stalls = %v, for %vs; want at least 1, for at least %v",
-				got["echohub_hub_stalls_total"], got["echohub_hub_stall_seconds_total"], frozenAllowance(cfg))
+				got["echohub_hub_stalls_total"], got["echohub_hub_stall_seconds_total"], cfg.stallLimit)
 		case dropped+queued+float64(sc.msgsOut.Load()) != n:
 			return fmt.Errorf("slow: dropped %v + queued %v + written %d; want %d", dropped, queued, sc.msgsOut.Load(), n)
 		}

@@ -137,11 +137,33 @@ func (c *client) close(r closeReason) {
 	})
 }
 
+// A messageReader cuts a connection's input into messages for readLoop: a
+// framer over TCP (framing.go), a wsReader over WebSocket (webconn.go).
+type messageReader interface {
+	// next returns the next run of complete framed messages, in a new
+	// slice that the caller owns, and their count.
+	next() ([]byte, int, error)
+	// partial reports how many bytes of an incomplete message are held.
+	partial() int
+}
+
+// A vecWriter writes runs of complete framed messages in one go. A
+// WebSocket connection is one: it writes each message as a WebSocket message
+// (webconn.go), and has no writev.
+type vecWriter interface {
+	writeVec(net.Buffers) error
+}
+
 // readLoop reads messages and hands them to the hub until the connection
 // ends. It returns why it stopped.
 func (c *client) readLoop() closeReason {
 	h := c.hub
-	f := newFramer(c.conn, h.cfg.framing, h.cfg.maxMessage, c.ingress.maxBatch(h.maxBatchMsgs))
+	var f messageReader
+	if wc, ok := c.conn.(*wsConn); ok {
+		f = wc.reader(c.ingress.maxBatch(h.maxBatchMsgs)) // one WebSocket message at a time (webconn.go)
+	} else {
+		f = newFramer(c.conn, h.cfg.framing, h.cfg.maxMessage, c.ingress.maxBatch(h.maxBatchMsgs))
+	}
 	for {
 		data, n, err := f.next()
 		if err != nil {
@@ -264,7 +286,9 @@ func (c *client) flush(w *outbuf) error {
 	// every writer's stack from 2 KiB to 4 KiB for good (docs/design.md, the idle cost).
 	c.writingSince.Store(time.Now().UnixNano())
 	var err error
-	if len(w.vec) == 1 {
+	if vw, ok := c.conn.(vecWriter); ok {
+		err = vw.writeVec(w.vec)
+	} else if len(w.vec) == 1 {
 		_, err = c.conn.Write(w.vec[0])
 	} else {
 		w.write = w.vec // WriteTo consumes its receiver; a local copy would escape to the heap
@@ -332,17 +356,22 @@ func writeReason(err error) closeReason {
 // for an over-long message first gets one notice. Unless the peer has already
 // closed its side, the server sends FIN and discards input for a moment
 // before closing, as net/http does: closing a socket with unread input sends
-// RST, and the peer could lose the tail of what it was sent.
+// RST, and the peer could lose the tail of what it was sent. A WebSocket
+// client gets a close frame instead, with the notice as its text.
 func (c *client) finish() {
 	cfg := &c.hub.cfg
 	r := c.closeReason()
+	if wc, ok := c.conn.(*wsConn); ok {
+		wc.finish(r, cfg.maxMessage)
+		return
+	}
 	if r == reasonEOF {
 		return
 	}
 	deadline := time.Now().Add(lingerTimeout)
 	if r == reasonMessageTooLong {
 		c.conn.SetWriteDeadline(deadline)
-		notice := fmt.Sprintf("echohub: message too long (max %d bytes); closing", cfg.maxMessage)
+		notice := messageTooLongNotice(cfg.maxMessage)
 		if _, err := c.conn.Write(cfg.framing.encodeNotice(notice)); err != nil {
 			return
 		}
@@ -351,4 +380,10 @@ func (c *client) finish() {
 		c.conn.SetReadDeadline(deadline)
 		io.Copy(io.Discard, io.LimitReader(c.conn, int64(cfg.maxPending)))
 	}
+}
+
+// messageTooLongNotice is the notice a client closed for an over-long message
+// gets: a last line over TCP, the close frame's text over WebSocket.
+func messageTooLongNotice(maxMessage int) string {
+	return fmt.Sprintf("echohub: message too long (max %d bytes); closing", maxMessage)
 }

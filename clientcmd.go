@@ -21,18 +21,20 @@ const (
 	sendFailedWait = 100 * time.Millisecond
 )
 
-// clientCommand is `echohub client [--tls ...] [ADDR]`.
+// clientCommand is `echohub client [--tls ...] [ADDR]`, or with a ws:// or
+// wss:// URL a WebSocket client (clientws.go).
 func clientCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "client",
 		Usage:     "connect to a hub: stdin goes to the server, the server's stream to stdout (like nc)",
-		ArgsUsage: "[ADDR]",
+		ArgsUsage: "[ADDR | ws://HOST:PORT/ws | wss://HOST:PORT/ws]",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "tls", Usage: "connect over TLS, checking the server's certificate for ADDR's host"},
 			&cli.StringFlag{Name: "tls-ca", Usage: "trust only the CA certificates in PEM `FILE`, not the system's"},
 			&cli.StringFlag{Name: "tls-cert", Usage: "present the client certificate in PEM `FILE` (mutual TLS); needs --tls-key"},
 			&cli.StringFlag{Name: "tls-key", Usage: "the private key of --tls-cert, in PEM `FILE`"},
 			&cli.BoolFlag{Name: "tls-insecure", Usage: "do not check the server's certificate (for testing only)"},
+			&cli.StringFlag{Name: "framing", Value: "line", Usage: "ws:// and wss:// only: the server's --framing `MODE`, which says how stdin is cut into WebSocket messages and how they are written to stdout"},
 		},
 		Action: func(cCtx *cli.Context) error {
 			addr := defaultAddr
@@ -42,6 +44,12 @@ func clientCommand() *cli.Command {
 				addr = cCtx.Args().First()
 			default:
 				return fmt.Errorf("client: want at most one ADDR, got %d arguments", cCtx.NArg())
+			}
+			if isWebSocketURL(addr) {
+				return wsClientAction(cCtx, addr)
+			}
+			if cCtx.IsSet("framing") {
+				return errors.New("--framing: needs a ws:// or wss:// address")
 			}
 			var tlsConfig *tls.Config
 			if cCtx.Bool("tls") {

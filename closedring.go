@@ -13,6 +13,7 @@ const closedRingSize = 1000
 type clientInfo struct {
 	ID             uint64 `json:"id"`
 	Remote         string `json:"remote,omitempty"` // only with --clients-show-addr
+	Transport      string `json:"transport"`        // tcp, tls, ws or wss
 	ConnectedAt    string `json:"connected_at"`     // RFC 3339, UTC, nanoseconds
 	QueuedMessages int64  `json:"queued_messages"`
 	QueuedBytes    int64  `json:"queued_bytes"`
@@ -33,6 +34,7 @@ func (c *client) info() clientInfo {
 	return clientInfo{
 		ID:             c.id,
 		Remote:         c.conn.RemoteAddr().String(),
+		Transport:      c.transport(),
 		ConnectedAt:    formatTime(c.connectedAt),
 		QueuedMessages: c.pendingMsgs.Load(),
 		QueuedBytes:    c.pendingBytes.Load(),
@@ -42,6 +44,17 @@ func (c *client) info() clientInfo {
 		MessagesOut:    c.msgsOut.Load(),
 		BytesOut:       c.bytesOut.Load(),
 	}
+}
+
+// transport names how c is connected, for /clients.
+func (c *client) transport() string {
+	switch conn := c.conn.(type) {
+	case *wsConn:
+		return conn.transport()
+	case *tlsConn:
+		return "tls"
+	}
+	return "tcp"
 }
 
 // closedInfo returns c's row among the closed clients: closed at t for r.

@@ -72,6 +72,10 @@ type config struct {
 	clientsShowAddr bool      // /clients lists remote addresses
 	api             apiLimits // no flags: timeouts and connection cap of the HTTP API (httpapi.go)
 
+	// The web listener, in web.go.
+	webListen  string   // HTTP address for the page and WebSocket clients; empty = off
+	webOrigins []string // --web-origin: host patterns of other origins whose pages may connect
+
 	tlsCert, tlsKey  string        // PEM files; TLS is served when set (both or neither)
 	tlsClientCA      string        // PEM file: with it, clients need a certificate signed by one of its CAs
 	handshakeTimeout time.Duration // bound on a TLS handshake
@@ -180,6 +184,8 @@ func serveFlags() []cli.Flag {
 		str("backplane-max-bytes", formatSize(d.bpMaxBytes), "a stream this node creates keeps at most `BYTES`, oldest dropped, 0 = no limit"),
 		&cli.IntFlag{Name: "backplane-buffer", Value: d.bpBuffer, Usage: "stream messages (`N`) fetched ahead of this node's clients", EnvVars: env("backplane-buffer")},
 		&cli.IntFlag{Name: "backplane-window", Value: d.bpWindow, Usage: "reads (`N`) gathered while a publish awaits acknowledgement, before readers wait", EnvVars: env("backplane-window")},
+		str("web-listen", d.webListen, "HTTP `ADDR` for the live page and WebSocket clients, empty = off"),
+		&cli.StringSliceFlag{Name: "web-origin", Usage: "also let pages from this origin `PATTERN` open WebSockets (repeatable)", EnvVars: env("web-origin")},
 	}
 }
 
@@ -242,6 +248,8 @@ func configFromCLI(cCtx *cli.Context) (config, error) {
 			}
 		}
 	}
+	cfg.webListen = cCtx.String("web-listen")
+	cfg.webOrigins = cCtx.StringSlice("web-origin")
 	if len(errs) > 0 {
 		return cfg, errs[0]
 	}
@@ -300,6 +308,11 @@ func (cfg config) validate() error {
 		return errors.New("--pprof: needs --metrics-listen")
 	case cfg.clientsShowAddr && cfg.metricsListen == "":
 		return errors.New("--clients-show-addr: needs --metrics-listen")
+	case len(cfg.webOrigins) > 0 && cfg.webListen == "":
+		return errors.New("--web-origin: needs --web-listen")
+	}
+	if err := checkOriginPatterns(cfg.webOrigins); err != nil {
+		return err
 	}
 	return cfg.validateBackplane()
 }

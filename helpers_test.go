@@ -28,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/rs/zerolog"
@@ -41,6 +42,8 @@ type testServer struct {
 	*server
 	addr string
 	logs *logBuffer
+
+	afterShutdown []func() // run by Cleanup once Shutdown has returned, such as stopping the web listener
 }
 
 // testConfig returns the defaults for a test server on 127.0.0.1:0, with
@@ -86,6 +89,9 @@ func startTestServer(t testing.TB, cfg config) *testServer {
 		}
 		if err := <-served; !errors.Is(err, errServerClosed) {
 			t.Errorf("Serve() = %v; want errServerClosed", err)
+		}
+		for _, f := range ts.afterShutdown {
+			f()
 		}
 	})
 	return ts
@@ -654,5 +660,91 @@ func expectExit(t *testing.T, done <-chan int, want int) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("run did not return within 10s after its context ended")
+	}
+}
+
+// startTestWeb runs the web listener of ts, whose config must set webListen
+// (to 127.0.0.1:0), and returns its host:port. It stops after ts's Shutdown,
+// as in serve, and Cleanup checks that serve returned nil.
+func startTestWeb(t *testing.T, ts *testServer) string {
+	t.Helper()
+	if ts.cfg.webListen == "" {
+		t.Fatal("startTestWeb: cfg.webListen is empty")
+	}
+	web, err := listenWeb(ts.server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- web.serve() }()
+	ts.afterShutdown = append(ts.afterShutdown, func() {
+		web.shutdown()
+		if err := <-served; err != nil {
+			t.Errorf("webServer.serve() = %v; want nil", err)
+		}
+	})
+	return web.addr()
+}
+
+// A wsTestConn is a named WebSocket test client.
+type wsTestConn struct {
+	*websocket.Conn
+	name string
+}
+
+// dialWS connects a WebSocket client named name to url; Cleanup closes it.
+func dialWS(t *testing.T, url, name string, opts *websocket.DialOptions) *wsTestConn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, url, opts)
+	if err != nil {
+		t.Fatalf("%s: dial %s: %v", name, url, err)
+	}
+	ws.SetReadLimit(-1)
+	t.Cleanup(func() { ws.CloseNow() })
+	return &wsTestConn{Conn: ws, name: name}
+}
+
+// sendWS sends data as one message of type typ.
+func (c *wsTestConn) sendWS(t *testing.T, typ websocket.MessageType, data string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+	defer cancel()
+	if err := c.Write(ctx, typ, []byte(data)); err != nil {
+		t.Fatalf("%s: send %q: %v", c.name, data, err)
+	}
+}
+
+// readWS returns the next message. A deadline ends the connection, as the
+// library does with any expired context.
+func (c *wsTestConn) readWS(t *testing.T) (websocket.MessageType, string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+	defer cancel()
+	typ, data, err := c.Read(ctx)
+	return typ, string(data), err
+}
+
+// expectWS reads one message and checks that it is want, of type typ.
+func expectWS(t *testing.T, c *wsTestConn, typ websocket.MessageType, want string) {
+	t.Helper()
+	gotTyp, got, err := c.readWS(t)
+	if err != nil || gotTyp != typ || got != want {
+		t.Fatalf("%s: read %v %q, %v; want %v %q", c.name, gotTyp, got, err, typ, want)
+	}
+}
+
+// expectWSClose reads until the server's close frame and checks its status
+// and text.
+func expectWSClose(t *testing.T, c *wsTestConn, code websocket.StatusCode, text string) {
+	t.Helper()
+	typ, data, err := c.readWS(t)
+	if err == nil {
+		t.Fatalf("%s: read %v %q; want a close frame %d %q", c.name, typ, data, code, text)
+	}
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != code || ce.Reason != text {
+		t.Fatalf("%s: read: %v; want a close frame %d %q", c.name, err, code, text)
 	}
 }

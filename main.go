@@ -116,6 +116,14 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger, ln net.Listener)
 		s.Shutdown(context.Background()) // Serve never ran: this closes the backplane's connection, if any
 		return err
 	}
+	web, err := listenWeb(s) // nil when --web-listen is empty
+	if err != nil {
+		ln.Close()
+		if api != nil {
+			api.ln.Close()
+		}
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	if cfg.tls != nil {
 		// Notify before serving, so that from "listening" on a SIGHUP
@@ -129,6 +137,7 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger, ln net.Listener)
 		})
 	}
 	g.Go(api.serve) // returns once api.shutdown below has run, or at once if api is nil
+	g.Go(web.serve) // likewise with web.shutdown
 	g.Go(func() error {
 		if err := s.Serve(ln); !errors.Is(err, errServerClosed) {
 			return err
@@ -143,6 +152,7 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger, ln net.Listener)
 		if err := s.Shutdown(sctx); err != nil {
 			log.Warn().Err(err).Msg("shutdown timed out; remaining clients were closed")
 		}
+		web.shutdown() // after the hub's: Shutdown closed its WebSocket clients
 		api.shutdown() // only now: /readyz answers 503 while the hub drains
 		return nil
 	})

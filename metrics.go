@@ -38,6 +38,11 @@ type metrics struct {
 	apiAccepted       atomic.Uint64 // HTTP API connections accepted
 	dropped           [numDropReasons]atomic.Uint64
 	closes            [numCloseReasons]atomic.Uint64
+
+	// The web listener (web.go).
+	wsClients   atomic.Int64  // gauge: WebSocket clients admitted and not yet finished
+	wsUpgrades  atomic.Uint64 // WebSocket handshakes completed, refused clients included
+	wsBadOrigin atomic.Uint64 // WebSocket handshakes refused for their Origin
 }
 
 // closeReasons returns every reason a client can be closed for, in enum
@@ -88,6 +93,9 @@ type metricsCollector struct {
 	apiConns          *prometheus.Desc
 	apiAccepted       *prometheus.Desc
 	bp                []*prometheus.Desc // with --backplane only: see collectBackplane
+	wsClients         *prometheus.Desc
+	wsUpgrades        *prometheus.Desc
+	wsBadOrigin       *prometheus.Desc
 }
 
 // newMetricsCollector returns the collector of s's metrics.
@@ -114,6 +122,9 @@ func newMetricsCollector(s *server) *metricsCollector {
 		apiConns:          desc("api_connections", "Connections open to this HTTP API; at its cap, new ones wait to be accepted."),
 		apiAccepted:       desc("api_connections_total", "Connections accepted by this HTTP API."),
 		bp:                backplaneDescs(s, desc),
+		wsClients:         desc("websocket_clients", "Clients connected over WebSocket (--web-listen); they are counted in echohub_clients too."),
+		wsUpgrades:        desc("websocket_upgrades_total", "WebSocket handshakes completed on --web-listen, refused clients included."),
+		wsBadOrigin:       desc("websocket_origin_refused_total", "WebSocket handshakes refused because the page's origin is not allowed (--web-origin)."),
 	}
 }
 
@@ -124,6 +135,7 @@ func (mc *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 		mc.bytesDelivered, mc.dropped, mc.closes, mc.acceptErrors, mc.rateLimited,
 		mc.hubStalls, mc.hubStallSeconds, mc.pendingBytes, mc.pendingMessages, mc.apiConns,
 		mc.apiAccepted,
+		mc.wsClients, mc.wsUpgrades, mc.wsBadOrigin,
 	} {
 		ch <- d
 	}
@@ -164,6 +176,9 @@ func (mc *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(mc.apiConns, m.apiConns.Load())
 	counter(mc.apiAccepted, m.apiAccepted.Load())
 	mc.collectBackplane(ch)
+	gauge(mc.wsClients, m.wsClients.Load())
+	counter(mc.wsUpgrades, m.wsUpgrades.Load())
+	counter(mc.wsBadOrigin, m.wsBadOrigin.Load())
 }
 
 // pending returns how many messages and bytes are queued for s's connected

@@ -6,8 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -496,5 +499,107 @@ func TestWebTLS(t *testing.T) {
 	if ws, _, err := websocket.Dial(ctx, "ws://"+host+"/ws", nil); err == nil {
 		ws.CloseNow()
 		t.Error("plain ws:// to a TLS web listener upgraded; want it refused")
+	}
+}
+
+// frozenWS dials a WebSocket client that never reads, with a small receive
+// buffer, as frozen does for TCP.
+func frozenWS(t *testing.T, url string) *wsTestConn {
+	t.Helper()
+	d := net.Dialer{Timeout: ioTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		rc.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return err
+	}}
+	hc := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+	return dialWS(t, url, "slow", &websocket.DialOptions{HTTPClient: hc})
+}
+
+// readAllWS reads n messages from c, the lines from sent without '\n', and
+// checks that they are whole and in order.
+func readAllWS(t *testing.T, c *wsTestConn, from string, n, size int) {
+	t.Helper()
+	for i := range n {
+		want := strings.TrimSuffix(line(from, i, size), "\n")
+		if _, got, err := c.readWS(t); err != nil || got != want {
+			t.Errorf("%s: message %d: %.20q, %v; want %.20q", c.name, i, got, err, want)
+			return
+		}
+	}
+}
+
+// TestWebSlow follows the slow-client template with WebSocket clients: pub
+// and alice (TCP) and bob (WebSocket) read everything, in order, while slow,
+// a WebSocket client that never reads, is cut off (disconnect) or skipped
+// for what it could not take (drop).
+func TestWebSlow(t *testing.T) {
+	for _, policy := range []slowPolicy{slowDisconnect, slowDrop} {
+		t.Run(policy.String(), func(t *testing.T) {
+			cfg := testWebConfig()
+			cfg.slow = policy
+			cfg.queue, cfg.maxPending = 64, 64<<10
+			cfg.writeTimeout = time.Minute // so only the slow-client rule can act
+			cfg.stallLimit = 2 * time.Second
+			ts, url := startWeb(t, cfg)
+			pub, alice := dial(t, ts.addr, "pub"), dial(t, ts.addr, "alice")
+			bob := dialWS(t, url, "bob", nil)
+			slow := frozenWS(t, url)
+			ts.waitClients(t, 4)
+			var sc *client
+			// Tell slow from bob: bob sends one message.
+			bob.sendWS(t, websocket.MessageText, "bob")
+			for _, c := range []*testConn{pub, alice} {
+				expectLine(t, c, "bob\n")
+			}
+			expectWS(t, bob, websocket.MessageText, "bob")
+			ts.mu.Lock()
+			for c := range ts.conns {
+				if _, ok := c.conn.(*wsConn); ok && c.msgsIn.Load() == 0 {
+					sc = c
+				}
+			}
+			ts.mu.Unlock()
+
+			const n = frozenFloodLines
+			var wg sync.WaitGroup
+			wg.Go(func() { publishLines(t, pub, n, frozenFloodSize) })
+			wg.Go(func() { readAll(t, pub, "pub", n, frozenFloodSize) })
+			wg.Go(func() { readAll(t, alice, "pub", n, frozenFloodSize) })
+			wg.Go(func() { readAllWS(t, bob, "pub", n, frozenFloodSize) })
+			wg.Wait()
+
+			switch policy {
+			case slowDisconnect:
+				ts.waitClients(t, 3)
+				waitCloses(t, ts, reasonSlowClient, 1)
+				if !ts.logs.has(`"reason":"slow_client"`, `"transport":"ws"`, `"level":"warn"`) {
+					t.Error("no warn log line for the slow WebSocket client")
+				}
+			case slowDrop:
+				waitFor(t, 5*time.Second, func() error {
+					if got := sc.msgsOut.Load() + uint64(sc.pendingMsgs.Load()) + sc.dropped.Load(); got != n+1 {
+						return fmt.Errorf("slow: out+queued+dropped = %d; want %d", got, n+1)
+					}
+					return nil
+				})
+				dropped := sc.dropped.Load()
+				if dropped == 0 {
+					t.Fatalf("slow: dropped = 0; want some")
+				}
+				expectWS(t, slow, websocket.MessageText, "bob")
+				prev := -1
+				for range n - int(dropped) {
+					_, msg, err := slow.readWS(t)
+					var i int
+					if _, serr := fmt.Sscanf(msg, "pub %d ", &i); err != nil || serr != nil || i <= prev {
+						t.Fatalf("slow: %.20q, %v after line %d; want a later line", msg, err, prev)
+					}
+					prev = i
+				}
+				ts.waitClients(t, 4)
+			}
+		})
 	}
 }

@@ -237,14 +237,16 @@ func (web *webServer) upgrade(w http.ResponseWriter, r *http.Request) {
 }
 
 // admit registers wc as a client under s.mu, or returns why not, with the
-// close status and text it is sent. It mirrors server.admit for TCP, and
-// refuses every client once Shutdown has begun.
+// close status and text it is sent. It mirrors server.admit for TCP. It
+// refuses every client unless Serve has started the hub and Shutdown has not
+// begun: under s.mu, so that Shutdown, which closes quit under s.mu, sees
+// every client admitted before, and its wait group count.
 func (web *webServer) admit(wc *wsConn) (*client, closeReason, websocket.StatusCode, string) {
 	s := web.s
 	ip := remoteIP(wc)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.inShutdown.Load() {
+	if s.ln == nil || s.shuttingDown() {
 		return nil, reasonShutdown, websocket.StatusGoingAway, shutdownCloseText
 	}
 	r, notice := s.gate(ip)
@@ -258,17 +260,18 @@ func (web *webServer) admit(wc *wsConn) (*client, closeReason, websocket.StatusC
 	c := newClient(s.nextID.Add(1), wc, s.hub, log)
 	s.conns[c] = struct{}{}
 	s.countIP(ip, +1)
-	s.wg.Add(2) // one for handle, one for run
+	s.wg.Add(2) // one for handle, one for run around it
 	s.m.wsClients.Add(1)
 	return c, reasonNone, 0, ""
 }
 
-// run runs the WebSocket client c as server.handle runs a TCP one, then
-// releases the library's state of its connection. It is the client's reader
-// goroutine and returns when both loops have returned.
+// run runs the WebSocket client c with server.handle, as the accept loop
+// runs a TCP one, then releases the library's state of its connection. It is
+// the client's reader goroutine, counted in the server's wait group, and
+// returns when both loops have returned and c is released.
 func (web *webServer) run(c *client, wc *wsConn) {
 	defer web.s.wg.Done()
-	web.s.handle(c)
+	web.s.handle(c)  // calls wg.Done for itself
 	wc.ws.CloseNow() // the TCP connection is closed already; this frees the rest
 	web.s.m.wsClients.Add(-1)
 }

@@ -47,8 +47,9 @@ func newBrowser(t *testing.T) context.Context {
 	}
 	opts := append(slices.Clone(chromedp.DefaultExecAllocatorOptions[:]),
 		chromedp.ExecPath(bin),
+		// chromedp makes a fresh user data directory, and removes it.
 		chromedp.NoSandbox, // CI runs as root
-		chromedp.DisableGPU, // and a fresh user data directory, which chromedp makes and removes
+		chromedp.DisableGPU,
 		chromedp.WindowSize(1100, 720),
 		// No connections but to the test server.
 		chromedp.Flag("disable-quic", true),

@@ -16,6 +16,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/google/go-cmp/cmp"
+	"github.com/urfave/cli/v2"
 )
 
 // testWebConfig returns testConfig with the web listener on 127.0.0.1:0.
@@ -447,9 +448,24 @@ func TestWebKeepalive(t *testing.T) {
 	alice.CloseRead(ctx) // reads (and so answers pings) without expecting messages
 	dialWS(t, url, "mute", nil)
 	ts.waitClients(t, 2)
+	var aliceSide *wsConn
+	ts.mu.Lock()
+	for c := range ts.conns {
+		if c.id == 1 {
+			aliceSide = c.conn.(*wsConn)
+		}
+	}
+	ts.mu.Unlock()
+	start := time.Now()
 	waitCloses(t, ts, reasonReadError, 1)
 	ts.waitClients(t, 1)
-	time.Sleep(5 * cfg.keepalive) // alice stays connected while idle: nothing to wait for but time
+	// alice, idle all along, answers ping after ping and stays connected.
+	waitFor(t, 5*time.Second, func() error {
+		if seen := time.Unix(0, aliceSide.lastSeen.Load()); seen.Before(start.Add(5 * cfg.keepalive)) {
+			return fmt.Errorf("alice last answered a ping %v after the start; want 5 keepalive periods", seen.Sub(start))
+		}
+		return nil
+	})
 	if got := ts.m.clients.Load(); got != 1 {
 		t.Errorf("clients = %d; want 1, alice", got)
 	}
@@ -601,5 +617,37 @@ func TestWebSlow(t *testing.T) {
 				ts.waitClients(t, 4)
 			}
 		})
+	}
+}
+
+// TestWebFlags: the web flags reach the config from flags and env, and bad
+// values fail with one line naming the flag.
+func TestWebFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--web-origin", "app.example.com"}, "echohub: --web-origin: needs --web-listen\n"},
+		{[]string{"--web-listen", "127.0.0.1:0", "--web-origin", "[app"}, "echohub: --web-origin: invalid pattern \"[app\" (want a host pattern such as app.example.com, *.example.com or https://*.example.com)\n"},
+		{[]string{"--web-listen", "127.0.0.1:-1"}, "echohub: --web-listen: listen tcp: address -1: invalid port\n"},
+	} {
+		code, stdout, stderr := runCLI(context.Background(), "", append([]string{"serve", "--listen", "127.0.0.1:0"}, tc.args...)...)
+		if code != 1 || stdout != "" || stderr != tc.want {
+			t.Errorf("run(serve %v) = %d, %q, %q; want 1, no output, %q", tc.args, code, stdout, stderr, tc.want)
+		}
+	}
+	t.Setenv("ECHOHUB_WEB_ORIGIN", "a.example,https://*.b.example")
+	app := &cli.App{Flags: serveFlags(), Action: func(cCtx *cli.Context) error {
+		cfg, err := configFromCLI(cCtx)
+		if err != nil {
+			return err
+		}
+		if diff := cmp.Diff([]string{"a.example", "https://*.b.example"}, cfg.webOrigins); diff != "" || cfg.webListen != "127.0.0.1:8080" {
+			t.Errorf("config: web listen %q; origins (-want +got):\n%s", cfg.webListen, diff)
+		}
+		return nil
+	}}
+	if err := app.Run([]string{"serve", "--web-listen", "127.0.0.1:8080"}); err != nil {
+		t.Fatal(err)
 	}
 }

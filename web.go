@@ -346,20 +346,19 @@ func (l *webListener) Accept() (net.Conn, error) {
 		tc.SetWriteBuffer(l.cfg.sendBuffer)
 	}
 	setKeepAlive(conn, l.cfg.keepalive) // best effort, as for TCP clients
-	raw := &corkConn{Conn: conn}
 	if l.cfg.tls != nil {
-		return tls.Server(raw, l.cfg.tls.config), nil
+		return tls.Server(conn, l.cfg.tls.config), nil
 	}
-	return raw, nil
+	return conn, nil
 }
 
-// rawConn returns the corkConn under conn, a connection from webListener.
-func rawConn(conn net.Conn) *corkConn {
+// rawConn returns the TCP connection under conn, a connection from
+// webListener, or nil if it has none.
+func rawConn(conn net.Conn) net.Conn {
 	if tc, ok := conn.(*tls.Conn); ok {
-		conn = tc.NetConn()
+		return tc.NetConn()
 	}
-	raw, _ := conn.(*corkConn)
-	return raw
+	return conn
 }
 
 // requestIP returns the address a request came from, as remoteIP does for a

@@ -651,3 +651,27 @@ func TestWebFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestWebFrameSizes: messages at each boundary of the WebSocket length
+// encoding (7, 16 and 64 bits) cross both ways intact.
+func TestWebFrameSizes(t *testing.T) {
+	cfg := testWebConfig()
+	cfg.framing, cfg.maxMessage, cfg.maxPending = framingLen32, 1<<20, 8<<20
+	ts, url := startWeb(t, cfg)
+	alice := dial(t, ts.addr, "alice")
+	bob := dialWS(t, url, "bob", nil)
+	ts.waitClients(t, 2)
+	for _, size := range []int{0, 125, 126, 65535, 65536, 300000} {
+		payload := strings.Repeat(string(rune('a'+size%26)), size)
+		alice.send(t, len32(payload))
+		expectWS(t, bob, websocket.MessageBinary, payload)
+		if got := readN(t, alice, len32Header+size); got != len32(payload) {
+			t.Fatalf("alice: own %d-byte frame came back different", size)
+		}
+		bob.sendWS(t, websocket.MessageBinary, payload)
+		if got := readN(t, alice, len32Header+size); got != len32(payload) {
+			t.Fatalf("alice: bob's %d-byte message arrived different", size)
+		}
+		expectWS(t, bob, websocket.MessageBinary, payload)
+	}
+}

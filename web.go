@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -9,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	stdlog "log"
 	"net"
 	"net/http"
@@ -21,6 +24,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/rs/zerolog"
 )
 
 // This file is the web listener (--web-listen, docs/web.md): the live page at
@@ -47,8 +51,9 @@ type webServer struct {
 	ln      net.Listener // owned by srv once serve runs
 	srv     *http.Server
 	accept  *websocket.AcceptOptions
-	csp     string        // Content-Security-Policy of the page
-	done    chan struct{} // closed by shutdown: the keepalive loop returns
+	csp     string         // Content-Security-Policy of the page
+	log     zerolog.Logger // s.log with "transport": "ws" or "wss", shared by every WebSocket client
+	done    chan struct{}  // closed by shutdown: the keepalive loop returns
 	stopped sync.Once
 
 	// upgrades counts /ws handlers that may still admit a client, and
@@ -81,6 +86,11 @@ func listenWeb(s *server) (*webServer, error) {
 		accept: &websocket.AcceptOptions{OriginPatterns: s.cfg.webOrigins},
 		csp:    pageCSP(pageHTML),
 	}
+	transport := "ws"
+	if s.cfg.tls != nil {
+		transport = "wss"
+	}
+	web.log = s.log.With().Str("transport", transport).Logger() // one for all clients: each With costs half a KiB
 	web.srv = &http.Server{
 		Handler:           web.handler(),
 		ReadHeaderTimeout: httpReadHeaderTimeout,
@@ -217,13 +227,14 @@ func (web *webServer) upgrade(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "echohub: not a websocket connection", http.StatusInternalServerError)
 		return
 	}
-	ws, err := websocket.Accept(w, r, web.accept) // on error it has answered the request
+	sb := &smallBuffers{ResponseWriter: w}
+	ws, err := websocket.Accept(sb, r, web.accept) // on error it has answered the request
 	if err != nil {
 		s.log.Debug().Err(err).Str("remote", r.RemoteAddr).Msg("websocket handshake failed")
 		return
 	}
 	s.m.wsUpgrades.Add(1)
-	wc := newWSConn(ws, conn, raw, &s.cfg)
+	wc := newWSConn(ws, conn, raw, sb.br, &s.cfg)
 	c, reason, code, notice := web.admit(wc)
 	if c == nil {
 		s.m.closes[reason].Add(1)
@@ -256,8 +267,7 @@ func (web *webServer) admit(wc *wsConn) (*client, closeReason, websocket.StatusC
 	if r != reasonNone {
 		return nil, r, websocket.StatusTryAgainLater, notice
 	}
-	log := s.log.With().Str("transport", wc.transport()).Logger()
-	c := newClient(s.nextID.Add(1), wc, s.hub, log)
+	c := newClient(s.nextID.Add(1), wc, s.hub, web.log)
 	s.conns[c] = struct{}{}
 	s.countIP(ip, +1)
 	s.wg.Add(2) // one for handle, one for run around it
@@ -326,6 +336,47 @@ func (web *webServer) ping(c *client, wc *wsConn) {
 		return
 	}
 	wc.lastSeen.Store(time.Now().UnixNano())
+}
+
+const (
+	// wsReadBuffer and wsWriteBuffer size the buffers the library reads
+	// frames through and writes its own frames (pings, pongs, close)
+	// through; net/http's are 4 KiB each, kept for the life of every
+	// connection. Data frames are written past the library (writeVec), and
+	// a control frame is at most 127 bytes, so it still goes out in one
+	// write call.
+	wsReadBuffer  = 1 << 10
+	wsWriteBuffer = 256
+)
+
+// smallBuffers hands the library a hijacked connection with smaller buffers
+// than net/http's, so that an idle WebSocket client costs less (docs/web.md).
+type smallBuffers struct {
+	http.ResponseWriter
+	br *bufio.Reader // set by Hijack: what the library reads frames from
+}
+
+// Hijack hijacks the connection, and carries over whatever net/http had
+// read past the request into the new read buffer.
+func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	var r io.Reader = conn
+	size := wsReadBuffer
+	early := brw.Reader.Buffered()
+	if early > 0 {
+		b, _ := brw.Reader.Peek(early)
+		r = io.MultiReader(bytes.NewReader(bytes.Clone(b)), conn)
+		size = max(size, early)
+	}
+	br := bufio.NewReaderSize(r, size)
+	if early > 0 {
+		br.Peek(early) // into br's buffer: the library keeps what is buffered, not r
+	}
+	w.br = br
+	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(conn, wsWriteBuffer)), nil
 }
 
 // A webListener applies the accept-time settings of TCP clients (keepalive,

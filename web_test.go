@@ -675,3 +675,24 @@ func TestWebFrameSizes(t *testing.T) {
 		expectWS(t, bob, websocket.MessageBinary, payload)
 	}
 }
+
+// TestWebEarlyFrame: a frame sent in the same packet as the upgrade request,
+// before the response, is not lost when the connection is hijacked.
+func TestWebEarlyFrame(t *testing.T) {
+	ts, url := startWeb(t, testWebConfig())
+	alice := dial(t, ts.addr, "alice")
+	ts.waitClients(t, 1)
+	host := strings.TrimSuffix(strings.TrimPrefix(url, "ws://"), "/ws")
+	early := dial(t, host, "early")
+	payload, mask := []byte("sent early"), [4]byte{1, 2, 3, 4}
+	frame := append([]byte{0x81, 0x80 | byte(len(payload))}, mask[:]...) // a final, masked text frame
+	for i, b := range payload {
+		frame = append(frame, b^mask[i%4])
+	}
+	early.send(t, "GET /ws HTTP/1.1\r\nHost: "+host+"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"+string(frame))
+	if status := early.readLine(t); !strings.HasPrefix(status, "HTTP/1.1 101 ") {
+		t.Fatalf("early: %q; want 101 Switching Protocols", status)
+	}
+	expectLine(t, alice, "sent early\n")
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -45,11 +46,12 @@ const shutdownCloseText = "echohub: server shutting down"
 type wsConn struct {
 	// Immutable after newWSConn.
 	ws       *websocket.Conn
-	conn     net.Conn // as accepted: a *tls.Conn over raw, or raw itself; writeVec writes to it
-	raw      net.Conn // the TCP connection, closed by Close
-	secure   bool     // served over TLS (wss)
-	mode     framing  // --framing
-	max      int      // --max-message
+	conn     net.Conn      // as accepted: a *tls.Conn over raw, or raw itself; writeVec writes to it
+	raw      net.Conn      // the TCP connection, closed by Close
+	br       *bufio.Reader // the library reads frames through it; see readMessage
+	secure   bool          // served over TLS (wss)
+	mode     framing       // --framing
+	max      int           // --max-message
 	ctx      context.Context
 	cancel   context.CancelFunc // ends keepalive pings; called by Close
 	readOnce sync.Once          // makes stream, for Read
@@ -67,9 +69,9 @@ type wsConn struct {
 }
 
 // newWSConn returns the adapter for ws, which was upgraded on conn.
-func newWSConn(ws *websocket.Conn, conn, raw net.Conn, cfg *config) *wsConn {
+func newWSConn(ws *websocket.Conn, conn, raw net.Conn, br *bufio.Reader, cfg *config) *wsConn {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &wsConn{ws: ws, conn: conn, raw: raw, mode: cfg.framing, max: cfg.maxMessage, ctx: ctx, cancel: cancel}
+	w := &wsConn{ws: ws, conn: conn, raw: raw, br: br, mode: cfg.framing, max: cfg.maxMessage, ctx: ctx, cancel: cancel}
 	w.secure = conn != raw
 	w.lastSeen.Store(time.Now().UnixNano())
 	// One byte over --max-message is how an over-long message is noticed;
@@ -296,6 +298,12 @@ func (r *wsReader) partial() int { return 0 }
 // prefix zero bytes and with room for one more byte. It fails with
 // errMessageTooLong, having read one byte over --max-message and no more.
 func (w *wsConn) readMessage(prefix int) ([]byte, error) {
+	// Wait for input here, not deep in the library: an idle client's reader
+	// then parks on a small stack (docs/web.md, idle cost). An error is
+	// left for the library to meet again and report.
+	if w.br != nil && w.br.Buffered() == 0 {
+		w.br.Peek(1)
+	}
 	_, mr, err := w.ws.Reader(context.Background()) // no deadline: keepalive finds dead peers
 	if err != nil {
 		return nil, wsReadError(err)

@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/binary"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -746,5 +747,64 @@ func expectWSClose(t *testing.T, c *wsTestConn, code websocket.StatusCode, text 
 	var ce websocket.CloseError
 	if !errors.As(err, &ce) || ce.Code != code || ce.Reason != text {
 		t.Fatalf("%s: read: %v; want a close frame %d %q", c.name, err, code, text)
+	}
+}
+
+// testWebConfig returns testConfig with the web listener on 127.0.0.1:0.
+func testWebConfig() config {
+	cfg := testConfig()
+	cfg.webListen = "127.0.0.1:0"
+	return cfg
+}
+
+// startWeb runs a server for cfg with its web listener, and returns it and
+// the WebSocket URL.
+func startWeb(t *testing.T, cfg config) (*testServer, string) {
+	t.Helper()
+	ts := startTestServer(t, cfg)
+	return ts, "ws://" + startTestWeb(t, ts) + "/ws"
+}
+
+// len32 frames payload for --framing len32.
+func len32(payload string) string {
+	return string(binary.BigEndian.AppendUint32(nil, uint32(len(payload)))) + payload
+}
+
+// readN reads exactly n bytes from c.
+func readN(t *testing.T, c *testConn, n int) string {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(ioTimeout))
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(c.r, buf); err != nil {
+		t.Fatalf("%s: read %d bytes: %v", c.name, n, err)
+	}
+	return string(buf)
+}
+
+// frozenWS dials a WebSocket client that never reads, with a small receive
+// buffer, as frozen does for TCP.
+func frozenWS(t *testing.T, url string) *wsTestConn {
+	t.Helper()
+	d := net.Dialer{Timeout: ioTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		rc.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return err
+	}}
+	hc := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+	return dialWS(t, url, "slow", &websocket.DialOptions{HTTPClient: hc})
+}
+
+// readAllWS reads n messages from c, the lines from sent without '\n', and
+// checks that they are whole and in order.
+func readAllWS(t *testing.T, c *wsTestConn, from string, n, size int) {
+	t.Helper()
+	for i := range n {
+		want := strings.TrimSuffix(line(from, i, size), "\n")
+		if _, got, err := c.readWS(t); err != nil || got != want {
+			t.Errorf("%s: message %d: %.20q, %v; want %.20q", c.name, i, got, err, want)
+			return
+		}
 	}
 }

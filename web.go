@@ -4,22 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	_ "embed"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	stdlog "log"
 	"net"
 	"net/http"
-	"net/netip"
-	"net/url"
-	"path"
-	"regexp"
-	"strings"
 	"sync"
 	"time"
 
@@ -28,14 +19,9 @@ import (
 )
 
 // This file is the web listener (--web-listen, docs/web.md): the live page at
-// /, a small JSON of figures for it at /stats, and WebSocket clients at /ws,
-// which join the same hub as TCP clients (the adapter is in webconn.go).
-
-// pageHTML is the live page: one self-contained file, nothing fetched from
-// elsewhere.
-//
-//go:embed web/index.html
-var pageHTML []byte
+// / and a small JSON of figures for it at /stats (webpage.go), and WebSocket
+// clients at /ws, which join the same hub as TCP clients under the same
+// admission rules (webadmit.go; the adapter is in webconn.go).
 
 // webIdleTimeout bounds how long an idle keep-alive connection to the web
 // listener (one that loaded the page) stays open.
@@ -155,57 +141,6 @@ func (web *webServer) shutdown() {
 	web.upgrades.Wait()
 }
 
-// admitted refuses every request from an address --allow and --deny refuse,
-// with 403 and the TCP notice text, before any route: a refused address
-// gets neither the page nor a WebSocket.
-func (web *webServer) admitted(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if ip := requestIP(r); !web.s.cfg.admits(ip) {
-			web.s.m.closes[reasonDenied].Add(1)
-			web.s.log.Warn().Str("remote", r.RemoteAddr).Str("reason", reasonDenied.String()).
-				Str("transport", "http").Msg("client refused")
-			http.Error(w, fmt.Sprintf("echohub: not allowed from %s", ip), http.StatusForbidden)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// page serves the live page.
-func (web *webServer) page(w http.ResponseWriter, _ *http.Request) {
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", web.csp)
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("Cache-Control", "no-cache")
-	w.Write(pageHTML)
-}
-
-// webStats is the body of /stats: what the page shows beside the stream.
-type webStats struct {
-	Clients          int64  `json:"clients"`           // registered with the hub, all transports
-	WebSocketClients int64  `json:"websocket_clients"` // of them, connected over WebSocket
-	MessagesReceived uint64 `json:"messages_received"` // from all clients, since start
-	Framing          string `json:"framing"`
-	MaxMessage       int    `json:"max_message"`
-}
-
-// stats answers /stats. It is public, unlike --metrics-listen: counts only,
-// no addresses.
-func (web *webServer) stats(w http.ResponseWriter, _ *http.Request) {
-	m := web.s.m
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(w).Encode(webStats{
-		Clients:          m.clients.Load(),
-		WebSocketClients: m.wsClients.Load(),
-		MessagesReceived: m.messagesReceived.Load(),
-		Framing:          web.s.cfg.framing.String(),
-		MaxMessage:       web.s.cfg.maxMessage,
-	})
-}
-
 // upgrade answers /ws: it checks the origin, upgrades the connection and
 // admits it as a client of the hub under the same rules as a TCP client
 // (--max-clients, --max-clients-per-ip; --allow and --deny in admitted). A
@@ -245,34 +180,6 @@ func (web *webServer) upgrade(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	go web.run(c, wc)
-}
-
-// admit registers wc as a client under s.mu, or returns why not, with the
-// close status and text it is sent. It mirrors server.admit for TCP. It
-// refuses every client unless Serve has started the hub and Shutdown has not
-// begun: under s.mu, so that Shutdown, which closes quit under s.mu, sees
-// every client admitted before, and its wait group count.
-func (web *webServer) admit(wc *wsConn) (*client, closeReason, websocket.StatusCode, string) {
-	s := web.s
-	ip := remoteIP(wc)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln == nil || s.shuttingDown() {
-		return nil, reasonShutdown, websocket.StatusGoingAway, shutdownCloseText
-	}
-	r, notice := s.gate(ip)
-	if r == reasonNone && s.cfg.maxClients > 0 && len(s.conns) >= s.cfg.maxClients {
-		r, notice = reasonServerFull, fmt.Sprintf("echohub: server full (max %d clients); closing", s.cfg.maxClients)
-	}
-	if r != reasonNone {
-		return nil, r, websocket.StatusTryAgainLater, notice
-	}
-	c := newClient(s.nextID.Add(1), wc, s.hub, web.log)
-	s.conns[c] = struct{}{}
-	s.countIP(ip, +1)
-	s.wg.Add(2) // one for handle, one for run around it
-	s.m.wsClients.Add(1)
-	return c, reasonNone, 0, ""
 }
 
 // run runs the WebSocket client c with server.handle, as the accept loop
@@ -410,75 +317,4 @@ func rawConn(conn net.Conn) net.Conn {
 		return tc.NetConn()
 	}
 	return conn
-}
-
-// requestIP returns the address a request came from, as remoteIP does for a
-// connection.
-func requestIP(r *http.Request) netip.Addr {
-	ap, _ := netip.ParseAddrPort(r.RemoteAddr)
-	return ap.Addr().Unmap().WithZone("")
-}
-
-// originAllowed reports whether a page from r's Origin may open a WebSocket:
-// when there is no Origin (not a browser), when it is the page's own origin
-// (its host is the request's Host), or when it matches a --web-origin
-// pattern, a path.Match pattern for the origin's host, or for scheme://host
-// if the pattern has "://". This refuses cross-site WebSocket hijacking. The
-// library applies the same rule again on Accept.
-func originAllowed(r *http.Request, patterns []string) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	u, err := url.Parse(origin)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(u.Host, r.Host) {
-		return true
-	}
-	for _, p := range patterns {
-		target := u.Host
-		if strings.Contains(p, "://") {
-			target = u.Scheme + "://" + u.Host
-		}
-		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(target)); ok {
-			return true
-		}
-	}
-	return false
-}
-
-// checkOriginPatterns checks the --web-origin patterns: path.Match syntax,
-// not empty.
-func checkOriginPatterns(patterns []string) error {
-	for _, p := range patterns {
-		if _, err := path.Match(p, ""); err != nil || strings.TrimSpace(p) == "" {
-			return fmt.Errorf("--web-origin: invalid pattern %q (want a host pattern such as app.example.com, *.example.com or https://*.example.com)", p)
-		}
-	}
-	return nil
-}
-
-// inlineBlocks finds the page's inline script and style, whose hashes the
-// page's Content-Security-Policy allows and nothing else.
-var inlineBlocks = regexp.MustCompile(`(?s)<(script|style)>(.*?)</(?:script|style)>`)
-
-// pageCSP returns the Content-Security-Policy for page: its own inline
-// script and style only (by hash), connections to its own origin only, no
-// framing. A message shown as HTML by mistake could then still run nothing.
-func pageCSP(page []byte) string {
-	var scripts, styles []string
-	for _, m := range inlineBlocks.FindAllSubmatch(page, -1) {
-		sum := sha256.Sum256(m[2])
-		h := "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
-		if string(m[1]) == "script" {
-			scripts = append(scripts, h)
-		} else {
-			styles = append(styles, h)
-		}
-	}
-	return "default-src 'none'; script-src " + strings.Join(scripts, " ") +
-		"; style-src " + strings.Join(styles, " ") +
-		"; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 }

@@ -102,6 +102,11 @@ func runWSClient(ctx context.Context, rawURL string, mode framing, tlsConfig *tl
 
 	select {
 	case err = <-down:
+		if errors.Is(err, net.ErrClosed) && ctx.Err() == nil {
+			// Closed by us at EOF on stdin: the close handshake, not the
+			// reader, may have met the server's close frame.
+			err = <-up
+		}
 	case err = <-up:
 		if derr := <-down; err == nil || derr != nil && websocket.CloseStatus(derr) != -1 {
 			err = derr // the server's reason is the better report

@@ -135,12 +135,16 @@ func (mc *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 		mc.bytesDelivered, mc.dropped, mc.closes, mc.acceptErrors, mc.rateLimited,
 		mc.hubStalls, mc.hubStallSeconds, mc.pendingBytes, mc.pendingMessages, mc.apiConns,
 		mc.apiAccepted,
-		mc.wsClients, mc.wsUpgrades, mc.wsBadOrigin,
 	} {
 		ch <- d
 	}
 	for _, d := range mc.bp {
 		ch <- d
+	}
+	if mc.s.cfg.webListen != "" {
+		ch <- mc.wsClients
+		ch <- mc.wsUpgrades
+		ch <- mc.wsBadOrigin
 	}
 }
 
@@ -176,9 +180,11 @@ func (mc *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(mc.apiConns, m.apiConns.Load())
 	counter(mc.apiAccepted, m.apiAccepted.Load())
 	mc.collectBackplane(ch)
-	gauge(mc.wsClients, m.wsClients.Load())
-	counter(mc.wsUpgrades, m.wsUpgrades.Load())
-	counter(mc.wsBadOrigin, m.wsBadOrigin.Load())
+	if mc.s.cfg.webListen != "" { // the WebSocket metrics exist only with the web listener
+		gauge(mc.wsClients, m.wsClients.Load())
+		counter(mc.wsUpgrades, m.wsUpgrades.Load())
+		counter(mc.wsBadOrigin, m.wsBadOrigin.Load())
+	}
 }
 
 // pending returns how many messages and bytes are queued for s's connected

@@ -117,11 +117,11 @@ func TestMetricsKnownTraffic(t *testing.T) {
 	page := getClients(t, base)
 	wantPage := clientsPage{
 		Clients: []clientInfo{
-			{ID: aliceID, Remote: alice.LocalAddr().String(), MessagesIn: 3, BytesIn: 3 * size, MessagesOut: 3, BytesOut: 3 * size},
-			{ID: bobID, Remote: bob.LocalAddr().String(), MessagesOut: 3, BytesOut: 3 * size},
+			{ID: aliceID, Remote: alice.LocalAddr().String(), Transport: "tcp", MessagesIn: 3, BytesIn: 3 * size, MessagesOut: 3, BytesOut: 3 * size},
+			{ID: bobID, Remote: bob.LocalAddr().String(), Transport: "tcp", MessagesOut: 3, BytesOut: 3 * size},
 		},
 		Closed: []clientInfo{
-			{ID: malloryID, Remote: mallory.LocalAddr().String(), Reason: "message_too_long"},
+			{ID: malloryID, Remote: mallory.LocalAddr().String(), Transport: "tcp", Reason: "message_too_long"},
 		},
 	}
 	ignoreTimes := cmpopts.IgnoreFields(clientInfo{}, "ConnectedAt", "ClosedAt")

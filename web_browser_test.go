@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -268,6 +269,8 @@ func TestBrowserLoad(t *testing.T) {
 		bursts = 2000
 	}
 	sent := 0
+	var rate string
+	var shot []byte
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for b := range bursts {
@@ -278,7 +281,27 @@ func TestBrowserLoad(t *testing.T) {
 		}
 		pub.send(t, sb.String())
 		sent += burst
+		if b == bursts-30 { // under load, with a full second of it behind
+			var err error
+			if rate, err = chromedp.Run(p.ctx, chromedp.Text(chromedp.CSS("#rate"))); err != nil {
+				t.Fatal(err)
+			}
+			if shot, err = chromedp.Run(p.ctx, chromedp.CaptureScreenshot()); err != nil {
+				t.Fatalf("screenshot: %v", err)
+			}
+		}
 		<-tick.C
+	}
+	if n, err := strconv.Atoi(strings.ReplaceAll(rate, ",", "")); err != nil || n < 100 {
+		t.Errorf("page shows %q msgs/s under load; want at least 100", rate)
+	}
+	if _, err := png.Decode(bytes.NewReader(shot)); err != nil {
+		t.Fatalf("screenshot is not a PNG: %v", err)
+	}
+	if name := os.Getenv("ECHOHUB_PAGE_PNG"); name != "" {
+		if err := os.WriteFile(name, shot, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	lastSeq := fmt.Sprintf("seq=%06d", sent-1)
 	waitFor(t, 10*time.Second, func() error {
@@ -291,21 +314,5 @@ func TestBrowserLoad(t *testing.T) {
 		}
 		return nil
 	})
-	rate, err := chromedp.Run(p.ctx, chromedp.Text(chromedp.CSS("#rate")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	shot, err := chromedp.Run(p.ctx, chromedp.CaptureScreenshot())
-	if err != nil {
-		t.Fatalf("screenshot: %v", err)
-	}
-	if _, err := png.Decode(bytes.NewReader(shot)); err != nil {
-		t.Fatalf("screenshot is not a PNG: %v", err)
-	}
-	if name := os.Getenv("ECHOHUB_PAGE_PNG"); name != "" {
-		if err := os.WriteFile(name, shot, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 	t.Logf("page rate shows %s msgs/s", rate)
 }

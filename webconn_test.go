@@ -304,3 +304,27 @@ func TestWebEarlyFrame(t *testing.T) {
 	}
 	expectLine(t, alice, "sent early\n")
 }
+
+// TestWebWriteTimeout: a WebSocket client whose socket takes nothing for
+// --write-timeout is closed as write_timeout, by the same watchdog as a TCP
+// one, before its queue fills.
+func TestWebWriteTimeout(t *testing.T) {
+	cfg := testWebConfig()
+	cfg.queue, cfg.maxPending = 1<<20, 1<<30 // the queue never fills
+	cfg.writeTimeout = 300 * time.Millisecond
+	ts, url := startWeb(t, cfg)
+	pub := dial(t, ts.addr, "pub")
+	slow := frozenWS(t, url)
+	ts.waitClients(t, 2)
+
+	var wg sync.WaitGroup
+	wg.Go(func() { publishLines(t, pub, 4000, 256) }) // 1 MB, past slow's socket buffers
+	wg.Go(func() { readAll(t, pub, "pub", 4000, 256) })
+	wg.Wait()
+	ts.waitClients(t, 1)
+	waitCloses(t, ts, reasonWriteTimeout, 1)
+	if got := ts.closes(reasonSlowClient); got != 0 {
+		t.Errorf("closes{slow_client} = %d; want 0", got)
+	}
+	expectWS(t, slow, websocket.MessageText, strings.TrimSuffix(line("pub", 0, 256), "\n")) // what its socket took, then the end
+}

@@ -56,12 +56,12 @@ type wsConn struct {
 	cancel   context.CancelFunc // ends keepalive pings; called by Close
 	readOnce sync.Once          // makes stream, for Read
 
-	// Accessed atomically: the reader and the pong handler store, the
-	// keepalive loop reads.
-	lastSeen atomic.Int64 // UnixNano when a message or pong last arrived
+	// Accessed atomically: the reader and web.ping store, the keepalive
+	// loop reads.
+	lastSeen atomic.Int64 // UnixNano when a message last arrived or a ping was answered
 	pinging  atomic.Bool  // a keepalive ping is waiting for its pong
 
-	closeOnce sync.Once
+	closeOnce sync.Once // closes raw once
 
 	// Owned by whoever calls Read (nothing in the server does).
 	stream *wsReader

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 )
@@ -112,4 +113,33 @@ func TestWebAdmission(t *testing.T) {
 		}
 		waitCloses(t, ts, reasonDenied, 2)
 	})
+}
+
+// TestWebRate: --rate slows a WebSocket publisher as it does a TCP one (by
+// not reading from it), without disconnecting it.
+func TestWebRate(t *testing.T) {
+	cfg := testWebConfig()
+	cfg.rate, cfg.burst = 50, 5
+	ts, url := startWeb(t, cfg)
+	alice := dial(t, ts.addr, "alice")
+	flood := dialWS(t, url, "flood", nil)
+	ts.waitClients(t, 2)
+	const n = 100
+	start := time.Now()
+	for i := range n {
+		flood.sendWS(t, websocket.MessageText, strings.TrimSuffix(line("flood", i, 32), "\n"))
+	}
+	for i := range n {
+		expectLine(t, alice, line("flood", i, 32))
+	}
+	// 100 messages at 50/s after a burst of 5 take about 1.9 s.
+	if d := time.Since(start); d < time.Second {
+		t.Errorf("100 messages at --rate 50 arrived in %v; want them slowed to about 2s", d)
+	}
+	if ts.m.rateLimited.Load() == 0 {
+		t.Error("rate limited = 0; want flood's delayed messages counted")
+	}
+	if got := ts.m.clients.Load(); got != 2 {
+		t.Errorf("clients = %d; want 2: nobody is disconnected", got)
+	}
 }

@@ -90,9 +90,9 @@ func runWSClient(ctx context.Context, rawURL string, mode framing, tlsConfig *tl
 	defer stop()
 
 	down := make(chan error, 1)
-	go func() { down <- wsToStdout(ws, mode, stdout) }()
+	go func() { down <- wsToStdout(ws, mode, stdout) }() // returns when the connection ends
 	up := make(chan error, 1)
-	go func() {
+	go func() { // returns at EOF on stdin, or when sending fails; a Read of stdin still blocked ends with the process
 		err := stdinToWS(ws, mode, stdin)
 		if err == nil {
 			err = ws.Close(websocket.StatusNormalClosure, "")

@@ -179,7 +179,7 @@ func (web *webServer) upgrade(w http.ResponseWriter, r *http.Request) {
 		ws.Close(code, notice)
 		return
 	}
-	go web.run(c, wc)
+	go web.run(c, wc) // returns when c's loops have ended and c is released
 }
 
 // run runs the WebSocket client c with server.handle, as the accept loop
@@ -218,7 +218,7 @@ func (web *webServer) keepalive() {
 			web.s.mu.Unlock()
 			for i, c := range due {
 				web.upgrades.Add(1)
-				go func() {
+				go func() { // returns at the pong, after --keepalive, or when c closes
 					defer web.upgrades.Done()
 					web.ping(c, c.conn.(*wsConn))
 				}()

@@ -52,7 +52,8 @@ type webServer struct {
 type connKey struct{}
 
 // listenWeb listens on s's --web-listen address and returns the web server
-// for s, not yet serving; it returns nil when --web-listen is empty. With
+// for s, not yet serving but with its keepalive loop started; it returns nil
+// when --web-listen is empty. With
 // --tls-cert it serves HTTPS and WSS with the hub's certificates, so a SIGHUP
 // reload applies here too. Its error names the flag.
 func listenWeb(s *server) (*webServer, error) {
@@ -87,6 +88,15 @@ func listenWeb(s *server) (*webServer, error) {
 			return context.WithValue(ctx, connKey{}, c)
 		},
 	}
+	if s.cfg.keepalive > 0 {
+		// Started here rather than in serve, so that the Add always comes
+		// before shutdown's Wait.
+		web.upgrades.Add(1)
+		go func() {
+			defer web.upgrades.Done()
+			web.keepalive() // returns when shutdown closes done
+		}()
+	}
 	s.log.Info().Str("addr", ln.Addr().String()).Bool("tls", s.cfg.tls != nil).Msg("web listening")
 	return web, nil
 }
@@ -103,19 +113,11 @@ func (web *webServer) handler() http.Handler {
 	return web.admitted(mux)
 }
 
-// serve serves until shutdown, with the keepalive loop beside it. It is one
-// of serve's errgroup goroutines and returns nil after shutdown, or the error
-// that stopped it.
+// serve serves until shutdown. It is one of serve's errgroup goroutines and
+// returns nil after shutdown, or the error that stopped it.
 func (web *webServer) serve() error {
 	if web == nil {
 		return nil
-	}
-	if web.s.cfg.keepalive > 0 {
-		web.upgrades.Add(1)
-		go func() {
-			defer web.upgrades.Done()
-			web.keepalive() // returns when shutdown closes done
-		}()
 	}
 	if err := web.srv.Serve(web.ln); !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("web server: %w", err)

@@ -158,6 +158,20 @@ func TestWebTLS(t *testing.T) {
 		ws.CloseNow()
 		t.Error("plain ws:// to a TLS web listener upgraded; want it refused")
 	}
+
+	// A reload (SIGHUP) applies to new WSS handshakes too.
+	renewed := ca.issue(t, "server", true) // rewrites the files cfg names
+	if err := cfg.tls.reload(); err != nil {
+		t.Fatal(err)
+	}
+	ws, resp, err := websocket.Dial(ctx, "wss://"+host+"/ws", &websocket.DialOptions{HTTPClient: hc})
+	if err != nil {
+		t.Fatalf("wss after reload: %v", err)
+	}
+	defer ws.CloseNow()
+	if resp.TLS == nil || resp.TLS.PeerCertificates[0].SerialNumber.Cmp(renewed.serial) != 0 {
+		t.Errorf("wss after reload: the server presented another certificate than the renewed one (serial %v)", renewed.serial)
+	}
 }
 
 // TestWebFlags: the web flags reach the config from flags and env, and bad

@@ -23,9 +23,18 @@ import (
 // clients at /ws, which join the same hub as TCP clients under the same
 // admission rules (webadmit.go; the adapter is in webconn.go).
 
-// webIdleTimeout bounds how long an idle keep-alive connection to the web
-// listener (one that loaded the page) stays open.
-const webIdleTimeout = time.Minute
+// The web listener faces the public, so no request holds a connection for
+// long: its headers must come within webReadHeaderTimeout, the whole request
+// within webRequestTimeout, and its answer be written within as long; an idle
+// keep-alive connection (one that loaded the page) is closed after
+// webIdleTimeout. net/http clears these deadlines when it hands a WebSocket
+// connection over, and the hub's own rules take over.
+const (
+	webReadHeaderTimeout = 5 * time.Second
+	webRequestTimeout    = 10 * time.Second
+	webIdleTimeout       = time.Minute
+	webMaxHeaderBytes    = 16 << 10 // browsers send cookies
+)
 
 // A webServer is the HTTP server on --web-listen. Its WebSocket clients
 // belong to the hub server s: admitted by its rules, registered in its
@@ -39,6 +48,7 @@ type webServer struct {
 	accept  *websocket.AcceptOptions
 	csp     string         // Content-Security-Policy of the page
 	log     zerolog.Logger // s.log with "transport": "ws" or "wss", shared by every WebSocket client
+	refused zerolog.Logger // s.log, sampled: refusals come from many handlers at once, and a storm must not flood the log
 	done    chan struct{}  // closed by shutdown: the keepalive loop returns
 	stopped sync.Once
 
@@ -78,11 +88,14 @@ func listenWeb(s *server) (*webServer, error) {
 		transport = "wss"
 	}
 	web.log = s.log.With().Str("transport", transport).Logger() // one for all clients: each With costs half a KiB
+	web.refused = s.log.Sample(&zerolog.BurstSampler{Burst: refusalBurst, Period: refusalPeriod})
 	web.srv = &http.Server{
 		Handler:           web.handler(),
-		ReadHeaderTimeout: httpReadHeaderTimeout,
+		ReadHeaderTimeout: webReadHeaderTimeout,
+		ReadTimeout:       webRequestTimeout,
+		WriteTimeout:      webRequestTimeout,
 		IdleTimeout:       webIdleTimeout,
-		MaxHeaderBytes:    16 << 10,
+		MaxHeaderBytes:    webMaxHeaderBytes,
 		ErrorLog:          stdlog.New(warnWriter{s.log}, "", 0),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, connKey{}, c)
@@ -154,7 +167,7 @@ func (web *webServer) upgrade(w http.ResponseWriter, r *http.Request) {
 	s := web.s
 	if !originAllowed(r, s.cfg.webOrigins) {
 		s.m.wsBadOrigin.Add(1)
-		s.log.Warn().Str("remote", r.RemoteAddr).Str("origin", r.Header.Get("Origin")).Msg("websocket refused: origin not allowed")
+		web.refused.Warn().Str("remote", r.RemoteAddr).Str("origin", r.Header.Get("Origin")).Msg("websocket refused: origin not allowed")
 		http.Error(w, "echohub: origin not allowed (see --web-origin)", http.StatusForbidden)
 		return
 	}
@@ -175,7 +188,7 @@ func (web *webServer) upgrade(w http.ResponseWriter, r *http.Request) {
 	c, reason, code, notice := web.admit(wc)
 	if c == nil {
 		s.m.closes[reason].Add(1)
-		s.log.WithLevel(reason.level()).Str("remote", r.RemoteAddr).Str("reason", reason.String()).
+		web.refused.WithLevel(reason.level()).Str("remote", r.RemoteAddr).Str("reason", reason.String()).
 			Str("transport", wc.transport()).Msg("client refused")
 		raw.SetDeadline(time.Now().Add(noticeTimeout))
 		ws.Close(code, notice)

@@ -23,7 +23,7 @@ func (web *webServer) admitted(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if ip := requestIP(r); !web.s.cfg.admits(ip) {
 			web.s.m.closes[reasonDenied].Add(1)
-			web.s.log.Warn().Str("remote", r.RemoteAddr).Str("reason", reasonDenied.String()).
+			web.refused.Warn().Str("remote", r.RemoteAddr).Str("reason", reasonDenied.String()).
 				Str("transport", "http").Msg("client refused")
 			http.Error(w, fmt.Sprintf("echohub: not allowed from %s", ip), http.StatusForbidden)
 			return

@@ -18,7 +18,6 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/urfave/cli/v2"
 )
 
 // A natsServer is a real nats-server running in-process on 127.0.0.1, with
@@ -661,18 +660,7 @@ func TestBackplaneShutdownDelivers(t *testing.T) {
 // TestBackplaneFlags: the --backplane flags reach the config, from the
 // command line or the environment, with the documented defaults.
 func TestBackplaneFlags(t *testing.T) {
-	parse := func(t *testing.T, args ...string) config {
-		t.Helper()
-		var cfg config
-		app := &cli.App{Flags: serveFlags(), Action: func(cCtx *cli.Context) (err error) {
-			cfg, err = configFromCLI(cCtx)
-			return err
-		}}
-		if err := app.Run(append([]string{"serve"}, args...)); err != nil {
-			t.Fatalf("serve %v: %v", args, err)
-		}
-		return cfg
-	}
+	parse := parseServeFlags
 	type bp struct {
 		URLs            []string
 		Stream, Storage string

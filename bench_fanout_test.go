@@ -31,27 +31,35 @@ func BenchmarkFanout(b *testing.B) {
 	}
 }
 
-func benchmarkFanout(b *testing.B, clients, size int) {
+// startFanout runs a server with --exclude-sender and connects a publisher
+// and clients readers to it; the benchmark's cleanup closes them all.
+func startFanout(b *testing.B, clients int) (pub net.Conn, readers []net.Conn) {
+	b.Helper()
 	cfg := defaultConfig()
 	cfg.excludeSender = true // the publisher does not read
 	s, addr := startBenchServer(b, cfg)
-	defer s.Shutdown(context.Background())
-
-	pub, err := net.Dial("tcp", addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pub.Close()
-	readers := make([]net.Conn, clients)
-	for i := range readers {
-		if readers[i], err = net.Dial("tcp", addr); err != nil {
+	b.Cleanup(func() { s.Shutdown(context.Background()) })
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
 			b.Fatal(err)
 		}
-		defer readers[i].Close()
+		b.Cleanup(func() { c.Close() })
+		return c
+	}
+	pub = dial()
+	readers = make([]net.Conn, clients)
+	for i := range readers {
+		readers[i] = dial()
 	}
 	for s.m.clients.Load() != int64(clients+1) {
 		time.Sleep(time.Millisecond)
 	}
+	return pub, readers
+}
+
+func benchmarkFanout(b *testing.B, clients, size int) {
+	pub, readers := startFanout(b, clients)
 	chunk := []byte(strings.Repeat(strings.Repeat("x", size-1)+"\n", max(1, 64<<10/size)))
 	perChunk := len(chunk) / size
 
@@ -103,25 +111,7 @@ func BenchmarkFanoutRound(b *testing.B) {
 
 func benchmarkFanoutRound(b *testing.B, clients int) {
 	const size = 64
-	cfg := defaultConfig()
-	cfg.excludeSender = true // the publisher does not read
-	s, addr := startBenchServer(b, cfg)
-	defer s.Shutdown(context.Background())
-	pub, err := net.Dial("tcp", addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pub.Close()
-	readers := make([]net.Conn, clients)
-	for i := range readers {
-		if readers[i], err = net.Dial("tcp", addr); err != nil {
-			b.Fatal(err)
-		}
-		defer readers[i].Close()
-	}
-	for s.m.clients.Load() != int64(clients+1) {
-		time.Sleep(time.Millisecond)
-	}
+	pub, readers := startFanout(b, clients)
 	line := []byte(strings.Repeat("x", size-1) + "\n")
 	var (
 		got   atomic.Int64

@@ -51,20 +51,9 @@ func clientCommand() *cli.Command {
 			if cCtx.IsSet("framing") {
 				return errors.New("--framing: needs a ws:// or wss:// address")
 			}
-			var tlsConfig *tls.Config
-			if cCtx.Bool("tls") {
-				var err error
-				tlsConfig, err = clientTLSConfig(addr, cCtx.String("tls-ca"), cCtx.String("tls-cert"),
-					cCtx.String("tls-key"), cCtx.Bool("tls-insecure"))
-				if err != nil {
-					return err
-				}
-			} else {
-				for _, name := range []string{"tls-ca", "tls-cert", "tls-key", "tls-insecure"} {
-					if cCtx.IsSet(name) {
-						return fmt.Errorf("--%s: needs --tls", name)
-					}
-				}
+			tlsConfig, err := clientTLSFlags(cCtx, cCtx.Bool("tls"), addr, "--tls")
+			if err != nil {
+				return err
 			}
 			return runClient(cCtx.Context, addr, tlsConfig, cCtx.App.Reader, cCtx.App.Writer)
 		},
@@ -131,4 +120,20 @@ func runClient(ctx context.Context, addr string, tlsConfig *tls.Config, stdin io
 		return fmt.Errorf("client: %w", err)
 	}
 	return nil
+}
+
+// clientTLSFlags returns the TLS config that the client command's --tls-*
+// flags ask for, to reach hostPort, when on is true, and nil otherwise; a
+// --tls-* flag set while on is false is an error saying it needs what.
+func clientTLSFlags(cCtx *cli.Context, on bool, hostPort, what string) (*tls.Config, error) {
+	if !on {
+		for _, name := range []string{"tls-ca", "tls-cert", "tls-key", "tls-insecure"} {
+			if cCtx.IsSet(name) {
+				return nil, fmt.Errorf("--%s: needs %s", name, what)
+			}
+		}
+		return nil, nil
+	}
+	return clientTLSConfig(hostPort, cCtx.String("tls-ca"), cCtx.String("tls-cert"),
+		cCtx.String("tls-key"), cCtx.Bool("tls-insecure"))
 }

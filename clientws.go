@@ -44,23 +44,13 @@ func wsClientAction(cCtx *cli.Context, rawURL string) error {
 	if cCtx.Bool("tls") {
 		return errors.New("--tls: not with a WebSocket URL (use wss://)")
 	}
-	var tlsConfig *tls.Config
-	if u.Scheme == "wss" {
-		hostPort := u.Host
-		if u.Port() == "" {
-			hostPort = net.JoinHostPort(u.Hostname(), "443")
-		}
-		tlsConfig, err = clientTLSConfig(hostPort, cCtx.String("tls-ca"), cCtx.String("tls-cert"),
-			cCtx.String("tls-key"), cCtx.Bool("tls-insecure"))
-		if err != nil {
-			return err
-		}
-	} else {
-		for _, name := range []string{"tls-ca", "tls-cert", "tls-key", "tls-insecure"} {
-			if cCtx.IsSet(name) {
-				return fmt.Errorf("--%s: needs a wss:// URL", name)
-			}
-		}
+	hostPort := u.Host
+	if u.Port() == "" {
+		hostPort = net.JoinHostPort(u.Hostname(), "443")
+	}
+	tlsConfig, err := clientTLSFlags(cCtx, u.Scheme == "wss", hostPort, "a wss:// URL")
+	if err != nil {
+		return err
 	}
 	return runWSClient(cCtx.Context, u.String(), mode, tlsConfig, cCtx.App.Reader, cCtx.App.Writer)
 }

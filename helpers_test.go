@@ -15,6 +15,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/urfave/cli/v2"
 	"io"
 	"math/big"
 	"net"
@@ -807,4 +808,19 @@ func readAllWS(t *testing.T, c *wsTestConn, from string, n, size int) {
 			return
 		}
 	}
+}
+
+// parseServeFlags returns the config that `echohub serve args...` would run
+// with, from the flags and the environment.
+func parseServeFlags(t *testing.T, args ...string) config {
+	t.Helper()
+	var cfg config
+	app := &cli.App{Flags: serveFlags(), Action: func(cCtx *cli.Context) (err error) {
+		cfg, err = configFromCLI(cCtx)
+		return err
+	}}
+	if err := app.Run(append([]string{"serve"}, args...)); err != nil {
+		t.Fatalf("serve %v: %v", args, err)
+	}
+	return cfg
 }

@@ -123,8 +123,14 @@ func (a *httpAPI) serve() error {
 	if a == nil {
 		return nil
 	}
-	if err := a.srv.Serve(a.ln); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("metrics server: %w", err)
+	return serveHTTP(a.srv, a.ln, "metrics server")
+}
+
+// serveHTTP serves srv on ln until srv is shut down, and then returns nil; it
+// returns another error, named for what, if serving stops for good before.
+func serveHTTP(srv *http.Server, ln net.Listener, what string) error {
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
 }

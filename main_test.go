@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/urfave/cli/v2"
 	"go.uber.org/goleak"
 )
 
@@ -311,18 +310,7 @@ func TestBinarySIGTERM(t *testing.T) {
 // TestServeFlagsConfig: the tuning flags reach the config, from the command
 // line or the environment, and default to the documented values.
 func TestServeFlagsConfig(t *testing.T) {
-	parse := func(t *testing.T, args ...string) config {
-		t.Helper()
-		var cfg config
-		app := &cli.App{Flags: serveFlags(), Action: func(cCtx *cli.Context) (err error) {
-			cfg, err = configFromCLI(cCtx)
-			return err
-		}}
-		if err := app.Run(append([]string{"serve"}, args...)); err != nil {
-			t.Fatalf("serve %v: %v", args, err)
-		}
-		return cfg
-	}
+	parse := parseServeFlags
 	if cfg := parse(t); cfg.coalesce != defaultCoalesce || cfg.stallLimit != defaultStallLimit {
 		t.Errorf("defaults: coalesce %v, stall limit %v; want %v, %v", cfg.coalesce, cfg.stallLimit, defaultCoalesce, defaultStallLimit)
 	}

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	stdlog "log"
@@ -132,10 +131,7 @@ func (web *webServer) serve() error {
 	if web == nil {
 		return nil
 	}
-	if err := web.srv.Serve(web.ln); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("web server: %w", err)
-	}
-	return nil
+	return serveHTTP(web.srv, web.ln, "web server")
 }
 
 // shutdown stops the web server: it closes the listener, lets page requests

@@ -78,14 +78,18 @@ func remoteIP(conn net.Conn) netip.Addr {
 }
 
 // gate decides, under s.mu, whether a client from ip is refused by
-// --allow, --deny or --max-clients-per-ip, and returns the reason and the
-// one notice line it is sent; reasonNone admits it.
+// --allow, --deny, --max-clients-per-ip or --max-clients, in that order (a
+// denied address never learns whether the server is full), and returns the
+// reason and the one notice line it is sent; reasonNone admits it. TCP and
+// WebSocket clients pass the same gate.
 func (s *server) gate(ip netip.Addr) (closeReason, string) {
 	switch {
 	case !s.cfg.admits(ip):
 		return reasonDenied, fmt.Sprintf("echohub: not allowed from %s; closing", ip)
 	case s.cfg.maxClientsPerIP > 0 && s.perIP[ip] >= s.cfg.maxClientsPerIP:
 		return reasonTooManyFromIP, fmt.Sprintf("echohub: too many connections from %s (max %d); closing", ip, s.cfg.maxClientsPerIP)
+	case s.cfg.maxClients > 0 && len(s.conns) >= s.cfg.maxClients:
+		return reasonServerFull, fmt.Sprintf("echohub: server full (max %d clients); closing", s.cfg.maxClients)
 	}
 	return reasonNone, ""
 }

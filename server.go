@@ -229,9 +229,6 @@ func (s *server) admit(conn net.Conn) *client {
 	ip := remoteIP(conn)
 	s.mu.Lock()
 	r, notice := s.gate(ip)
-	if r == reasonNone && s.cfg.maxClients > 0 && len(s.conns) >= s.cfg.maxClients {
-		r, notice = reasonServerFull, fmt.Sprintf("echohub: server full (max %d clients); closing", s.cfg.maxClients)
-	}
 	var c *client
 	if r == reasonNone {
 		c = newClient(s.nextID.Add(1), s.cfg.tls.wrap(conn), s.hub, s.log)

@@ -45,11 +45,7 @@ func (web *webServer) admit(wc *wsConn) (*client, closeReason, websocket.StatusC
 	if s.ln == nil || s.shuttingDown() {
 		return nil, reasonShutdown, websocket.StatusGoingAway, shutdownCloseText
 	}
-	r, notice := s.gate(ip)
-	if r == reasonNone && s.cfg.maxClients > 0 && len(s.conns) >= s.cfg.maxClients {
-		r, notice = reasonServerFull, fmt.Sprintf("echohub: server full (max %d clients); closing", s.cfg.maxClients)
-	}
-	if r != reasonNone {
+	if r, notice := s.gate(ip); r != reasonNone {
 		return nil, r, websocket.StatusTryAgainLater, notice
 	}
 	c := newClient(s.nextID.Add(1), wc, s.hub, web.log)

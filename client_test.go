@@ -399,6 +399,44 @@ func TestClientSlow(t *testing.T) {
 	}
 }
 
+// TestClientFrozenReaders: k readers that never read pause the healthy ones
+// about one stall limit in all, not one each, on real sockets: each frozen
+// reader's clock is its own blocked write.
+func TestClientFrozenReaders(t *testing.T) {
+	for _, k := range []int{1, 2, 4} {
+		t.Run(fmt.Sprintf("frozen=%d", k), func(t *testing.T) {
+			cfg := testConfig()
+			cfg.queue, cfg.maxPending = 64, 64<<10
+			cfg.writeTimeout = time.Minute // so only the slow-client rule can act
+			// As in TestClientSlow: long enough for pub, alice, bob and carol,
+			// goroutines of this busy process.
+			cfg.stallLimit = 2 * time.Second
+			ts := startTestServer(t, cfg)
+			healthy := []*testConn{dial(t, ts.addr, "pub")}
+			for _, name := range []string{"alice", "bob", "carol", "dave"} {
+				healthy = append(healthy, dial(t, ts.addr, name))
+			}
+			for range k {
+				frozen(t, ts.addr)
+			}
+			ts.waitClients(t, len(healthy)+k)
+			var wg sync.WaitGroup
+			stalls := make([]time.Duration, len(healthy))
+			wg.Go(func() { publishLines(t, healthy[0], frozenFloodLines, frozenFloodSize) })
+			for i, r := range healthy {
+				wg.Go(func() { stalls[i] = readAll(t, r, "pub", frozenFloodLines, frozenFloodSize) })
+			}
+			wg.Wait()
+			ts.waitClients(t, len(healthy))
+			longest := slices.Max(stalls)
+			t.Logf("longest wait for a line: %v", longest)
+			if longest > cfg.stallLimit+cfg.stallLimit/2 {
+				t.Errorf("with %d frozen readers the longest wait for a line = %v; want about one stall limit (%v)", k, longest, cfg.stallLimit)
+			}
+		})
+	}
+}
+
 // TestClientFastPublisher: one publisher writing as fast as it can to 100
 // readers that keep reading disconnects nobody and loses nothing, while one
 // reader that stops reading is cut off without stalling the rest for more

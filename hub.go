@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,6 +102,7 @@ type hub struct {
 	held    *batch    // messages taken from publish and not yet fanned out (see take)
 	slow    []*client // scratch: clients to disconnect after a fanout
 	stall   *time.Timer
+	penalty map[netip.Addr]time.Time // addresses whose client was closed or skipped as slow, and when (stall.go)
 }
 
 // newHub returns a hub for cfg; run starts it.
@@ -126,6 +128,7 @@ func newHub(cfg config, log zerolog.Logger, m *metrics) *hub {
 		stop:          make(chan struct{}),
 		done:          make(chan struct{}),
 		holdTimer:     stoppedTimer(),
+		penalty:       make(map[netip.Addr]time.Time),
 		stall:         stoppedTimer(),
 	}
 	h.intake, h.intakeDone = h.publish, h.done
@@ -396,6 +399,7 @@ func (h *hub) deliver(c *client, b *batch, n, size int) {
 		c.lagging = false
 	}
 	if !h.fits(c, n, size) && !h.waitRoom(c, n, size) {
+		h.penalize(c)
 		if h.cfg.slow == slowDrop {
 			c.lagging = true
 			h.drop(c, n, size)

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -25,14 +26,32 @@ type fakeClient struct {
 
 // newFakeClient registers a client named name with h.
 func newFakeClient(t *testing.T, h *hub, name string) *fakeClient {
+	return newFakeClientFrom(t, h, name, "")
+}
+
+// newFakeClientFrom registers a client named name with h, connected from
+// remote ("host:port"; empty for none, as a pipe has).
+func newFakeClientFrom(t *testing.T, h *hub, name, remote string) *fakeClient {
 	near, far := net.Pipe()
 	t.Cleanup(func() { near.Close(); far.Close() })
-	fc := &fakeClient{client: newClient(0, near, h, zerolog.Nop()), name: name}
+	var conn net.Conn = near
+	if remote != "" {
+		conn = addrConn{near, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(remote))}
+	}
+	fc := &fakeClient{client: newClient(0, conn, h, zerolog.Nop()), name: name}
 	if !h.register(fc.client) {
 		t.Fatalf("%s: hub exited", name)
 	}
 	return fc
 }
+
+// An addrConn is a pipe that claims a TCP peer address.
+type addrConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c addrConn) RemoteAddr() net.Addr { return c.remote }
 
 // drain plays the writer until send is closed: each batch takes delay, and
 // with stuck set, the delay counts as a write blocked on the socket.

@@ -82,7 +82,7 @@ func TestWebClientsTransport(t *testing.T) {
 // closed as read_error after about two --keepalive periods.
 func TestWebKeepalive(t *testing.T) {
 	cfg := testWebConfig()
-	cfg.keepalive = 300 * time.Millisecond // a pong may take a while on a busy machine under -race
+	cfg.keepalive = time.Second // a pong may take a while on a busy machine under -race (300ms was flaky)
 	ts, url := startWeb(t, cfg)
 	alice := dialWS(t, url, "alice", nil)
 	ctx, cancel := context.WithCancel(context.Background())

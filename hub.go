@@ -97,12 +97,13 @@ type hub struct {
 	holding atomic.Bool  // held is not nil: a writer going idle signals ready
 
 	// Owned by the hub goroutine (hub.run).
-	clients []*client // registered clients, in no particular order
-	reading int       // registered clients whose readLoop has not left
-	held    *batch    // messages taken from publish and not yet fanned out (see take)
-	slow    []*client // scratch: clients to disconnect after a fanout
-	stall   *time.Timer
-	penalty map[netip.Addr]time.Time // addresses whose client was closed or skipped as slow, and when (stall.go)
+	clients    []*client // registered clients, in no particular order
+	reading    int       // registered clients whose readLoop has not left
+	held       *batch    // messages taken from publish and not yet fanned out (see take)
+	lastFanout time.Time // when flush last fanned out, with --coalesce (see paced)
+	slow       []*client // scratch: clients to disconnect after a fanout
+	stall      *time.Timer
+	penalty    map[netip.Addr]time.Time // addresses whose client was closed or skipped as slow, and when (stall.go)
 }
 
 // newHub returns a hub for cfg; run starts it.
@@ -191,8 +192,8 @@ func (h *hub) run() {
 		case m := <-h.publish:
 			h.take(m)
 		case <-h.ready:
-			if h.writersDone() {
-				h.flush()
+			if h.holding.Load() && h.writersDone() {
+				h.paced()
 			}
 		case <-h.holdTimer.C:
 			h.flush()
@@ -281,13 +282,13 @@ func (h *hub) remove(c *client, r closeReason) {
 
 // take adds m, and whatever else is waiting in publish, to the held batch,
 // and returns how many messages it took from publish. This is the hub's
-// batching ("smart batching"): it fans the batch out at once when the writers
-// have finished the previous fan-out, and otherwise holds it, gathering what
-// arrives, until they have (a writer going idle signals ready), the batch is
-// full, or it has been held for --coalesce. So a light stream goes out one
-// read at a time with no delay, and a heavy one in batches whose size follows
-// the load: each writer then wakes and writes once for many reads, which is
-// what keeps the server's CPU low under load (docs/design.md).
+// batching: it fans the batch out at once when the writers have finished the
+// previous fan-out, and otherwise holds it, gathering what arrives, until
+// they have (a writer going idle signals ready) and the last fan-out is
+// --coalesce old (see paced), the batch is full, or it has been held for
+// --coalesce. So a light stream goes out one read at a time with no delay,
+// and a heavy one at most once per --coalesce, in batches whose size follows
+// the load (docs/design.md).
 //
 // "Finished" leaves out clients that were already behind before the last
 // fan-out (settled), so that one slow reader does not set everyone's pace.
@@ -309,9 +310,13 @@ func (h *hub) take(m message) int {
 		break
 	}
 	switch {
-	case h.full(b) || h.cfg.coalesce == 0 || h.writersDone():
+	case h.full(b) || h.cfg.coalesce == 0:
 		h.flush()
-	case !h.holding.Load():
+	case h.holding.Load():
+		// A hold is in progress: b gathers until it ends (see paced).
+	case h.writersDone():
+		h.flush()
+	default:
 		// 1. Announce the hold, so that a writer going idle from now on
 		//    signals ready; 2. look again, for one that went idle before.
 		h.holding.Store(true)
@@ -321,6 +326,21 @@ func (h *hub) take(m message) int {
 		}
 	}
 	return taken
+}
+
+// paced ends a hold once the writers are done: at once if the last fan-out
+// was --coalesce or more ago, and otherwise when it will have been, so that
+// while the writers are busy the hub fans out at most once per --coalesce.
+// Under load each writer then wakes once per --coalesce, for everything that
+// came meanwhile, which is what keeps the server's CPU per message low; a
+// read that finds the writers idle and no hold in progress still goes out at
+// once.
+func (h *hub) paced() {
+	if wait := h.cfg.coalesce - time.Since(h.lastFanout); wait > 0 {
+		h.holdTimer.Reset(wait)
+		return
+	}
+	h.flush()
 }
 
 // writersDone reports whether every writer that was caught up before the
@@ -342,6 +362,9 @@ func (h *hub) flush() {
 	if h.holding.Load() {
 		h.holding.Store(false)
 		h.holdTimer.Stop()
+	}
+	if h.cfg.coalesce > 0 {
+		h.lastFanout = time.Now()
 	}
 	h.fanout(b)
 }

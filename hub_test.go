@@ -395,8 +395,9 @@ func (fc *fakeClient) receivedBatches() int {
 
 // TestHubBatching: the hub fans a message out at once when the writers have
 // written the previous fan-out, and otherwise holds what arrives until they
-// have, the batch is full, or --coalesce has passed; a writer that was behind
-// before the last fan-out does not set the pace. Held messages are fanned out
+// have and --coalesce has passed since that fan-out, the batch is full, or
+// the hold has lasted --coalesce; a writer that was behind before the last
+// fan-out holds nobody. Held messages are fanned out
 // before a client joins or leaves and at shutdown, so a joiner gets nothing
 // read before it joined and a leaver its own last messages. alice's writer is
 // instant, so her batches show the hub's fan-outs; bob's takes 1ms a write.
@@ -432,8 +433,10 @@ func TestHubBatching(t *testing.T) {
 		}
 		check("bob busy", alice, 1, 1)
 		time.Sleep(time.Millisecond)
-		check("bob done", alice, 4, 2)
-		elapsed("bob done", start, time.Millisecond)
+		check("bob done, paced", alice, 1, 1) // at most one fan-out per --coalesce while writers are busy
+		time.Sleep(cfg.coalesce - time.Millisecond)
+		check("pace", alice, 4, 2)
+		elapsed("pace", start, cfg.coalesce)
 
 		time.Sleep(5 * time.Millisecond) // everyone idle
 		carol := newFakeClient(t, h, "carol")
@@ -447,12 +450,11 @@ func TestHubBatching(t *testing.T) {
 		time.Sleep(cfg.coalesce - time.Millisecond)
 		check("coalesce bound", alice, 6, 4)
 		elapsed("coalesce bound", start, cfg.coalesce)
+		time.Sleep(5 * time.Millisecond) // bob is done with m5; carol, behind before m5, is not
 		start = time.Now()
-		alice.publish("m6\n") // bob is writing m5; carol was behind before m5
-		check("carol behind", alice, 6, 4)
-		time.Sleep(time.Millisecond)
-		check("carol does not set the pace", alice, 7, 5)
-		elapsed("carol does not set the pace", start, time.Millisecond)
+		alice.publish("m6\n")
+		check("carol does not hold anyone", alice, 7, 5)
+		elapsed("carol does not hold anyone", start, 0)
 
 		for i := range 16 { // bob is writing m6
 			alice.publish(fmt.Sprintf("f%d\n", i))

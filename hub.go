@@ -410,9 +410,10 @@ func (h *hub) fanout(b *batch) {
 
 // deliver queues b, of which n messages and size bytes are for c. When c's
 // queue is full the hub waits for room, which slows intake and so pushes back
-// on publishers (README), but only while c keeps up with the others: a client
-// still full after the stall limit while most others have room is slow, and is
-// disconnected or, under --slow=drop, skipped until its queue is half empty.
+// on publishers (README), but only while c keeps up with the others: a full
+// client whose write has been blocked for the stall limit while most others
+// have room is slow (stall.go), and is disconnected or, under --slow=drop,
+// skipped until its queue is half empty.
 func (h *hub) deliver(c *client, b *batch, n, size int) {
 	if c.lagging {
 		if h.congested(c) {

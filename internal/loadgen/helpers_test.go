@@ -2,15 +2,19 @@ package loadgen
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -262,4 +266,25 @@ func testCert(t *testing.T) (*tls.Config, *x509.CertPool) {
 	pool.AddCert(ca)
 	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, pool
+}
+
+// checkTargetRun runs a short measurement against url, a Redis or NATS
+// target of kind, and checks that it is clean, published enough and names
+// the target in its table.
+func checkTargetRun(t *testing.T, url, framing, kind string) {
+	t.Helper()
+	opts := testOptions(url, framing)
+	opts.Duration, opts.Warmup = 500*time.Millisecond, 100*time.Millisecond
+	var out bytes.Buffer
+	res, err := Run(context.Background(), opts, &out)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	checkClean(t, res)
+	if res.Target != kind || res.Published < 1000 {
+		t.Errorf("Run against %s: target %q, %d published; want %s, at least 1000", url, res.Target, res.Published, kind)
+	}
+	if want := fmt.Sprintf("target       %s (%s, %s)", url, kind, framing); !strings.Contains(out.String(), want) {
+		t.Errorf("table has no %q:\n%s", want, out.String())
+	}
 }

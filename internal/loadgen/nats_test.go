@@ -40,20 +40,7 @@ func TestNATS(t *testing.T) {
 		t.Run(framing, func(t *testing.T) {
 			t.Parallel()
 			url := startNATS(t)
-			opts := testOptions(url, framing)
-			opts.Duration, opts.Warmup = 500*time.Millisecond, 100*time.Millisecond
-			var out bytes.Buffer
-			res, err := Run(context.Background(), opts, &out)
-			if err != nil {
-				t.Fatalf("Run: %v", err)
-			}
-			checkClean(t, res)
-			if res.Target != kindNATS || res.Published < 1000 {
-				t.Errorf("Run against %s: target %q, %d published; want nats, at least 1000", url, res.Target, res.Published)
-			}
-			if want := fmt.Sprintf("target       %s (nats, %s)", url, framing); !strings.Contains(out.String(), want) {
-				t.Errorf("table has no %q:\n%s", want, out.String())
-			}
+			checkTargetRun(t, url, framing, kindNATS)
 		})
 	}
 }

@@ -66,20 +66,7 @@ func TestRedis(t *testing.T) {
 	url := startRedis(t)
 	for _, framing := range []string{Line, Len32} {
 		t.Run(framing, func(t *testing.T) {
-			opts := testOptions(url, framing)
-			opts.Duration, opts.Warmup = 500*time.Millisecond, 100*time.Millisecond
-			var out bytes.Buffer
-			res, err := Run(context.Background(), opts, &out)
-			if err != nil {
-				t.Fatalf("Run: %v", err)
-			}
-			checkClean(t, res)
-			if res.Target != kindRedis || res.Published < 1000 {
-				t.Errorf("Run against %s: target %q, %d published; want redis, at least 1000", url, res.Target, res.Published)
-			}
-			if want := fmt.Sprintf("target       %s (redis, %s)", url, framing); !strings.Contains(out.String(), want) {
-				t.Errorf("table has no %q:\n%s", want, out.String())
-			}
+			checkTargetRun(t, url, framing, kindRedis)
 		})
 	}
 	t.Run("unthrottled", func(t *testing.T) {

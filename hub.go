@@ -104,6 +104,7 @@ type hub struct {
 	slow       []*client // scratch: clients to disconnect after a fanout
 	stall      *time.Timer
 	penalty    map[netip.Addr]time.Time // addresses whose client was closed or skipped as slow, and when (stall.go)
+	budget     stallBudget              // the waiting left to spend on clients judged slow (stall.go)
 }
 
 // newHub returns a hub for cfg; run starts it.
@@ -131,6 +132,7 @@ func newHub(cfg config, log zerolog.Logger, m *metrics) *hub {
 		holdTimer:     stoppedTimer(),
 		penalty:       make(map[netip.Addr]time.Time),
 		stall:         stoppedTimer(),
+		budget:        stallBudget{left: cfg.stallLimit, at: time.Now()},
 	}
 	h.intake, h.intakeDone = h.publish, h.done
 	return h

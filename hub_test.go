@@ -62,16 +62,21 @@ func (fc *fakeClient) drain(delay time.Duration, stuck bool) {
 		}
 		time.Sleep(delay)
 		fc.writingSince.Store(0)
-		fc.mu.Lock()
-		fc.batches++
-		for _, m := range b.msgs {
-			if !fc.hub.cfg.excludeSender || m.from != fc.client {
-				fc.got = append(fc.got, splitLines(m.data)...)
-			}
-		}
-		fc.mu.Unlock()
-		fc.dequeue(fc.share(b.msgs))
+		fc.write(b)
 	}
+}
+
+// write records b as written and takes it off fc's queue.
+func (fc *fakeClient) write(b *batch) {
+	fc.mu.Lock()
+	fc.batches++
+	for _, m := range b.msgs {
+		if !fc.hub.cfg.excludeSender || m.from != fc.client {
+			fc.got = append(fc.got, splitLines(m.data)...)
+		}
+	}
+	fc.mu.Unlock()
+	fc.dequeue(fc.share(b.msgs))
 }
 
 // freeze plays a writer blocked in a write that never returns, until send

@@ -2,22 +2,38 @@ package main
 
 import "time"
 
+// How long a client may hold the stream (see allowance). The numbers are
+// documented in the README and docs/design.md.
 const (
+	// budgetWindow is the stall budget's period. The budget is a token
+	// bucket of waiting, one --stall-limit full at start and refilled at one
+	// --stall-limit per budgetWindow; the hub's waits on clients judged slow
+	// are taken from it. While it is not full, a client that connected since
+	// it was first drawn on may hold the stream only what it holds.
+	budgetWindow = time.Minute
 	// penaltyTime is how long an address stays marked after a client from it
 	// was closed or skipped as slow; a client that connects from it meanwhile
-	// may hold the stream for penaltyLimit at most, so that a frozen reader
-	// that reconnects does not get a fresh --stall-limit each time.
+	// gets no allowance at all, so that a frozen reader that reconnects does
+	// not hold the stream again. One budgetWindow: many honest clients can
+	// share an address (a NAT, a proxy), and the budget bounds the rest.
 	// maxPenalized bounds the hub's memory of such addresses.
-	penaltyTime  = 5 * time.Minute
-	penaltyLimit = 500 * time.Millisecond
+	penaltyTime  = budgetWindow
 	maxPenalized = 1024
 )
 
+// A stallBudget is the waiting the hub may still spend on clients that turn
+// out to be slow (see allowance). Owned by the hub goroutine.
+type stallBudget struct {
+	left  time.Duration // at most --stall-limit
+	at    time.Time     // when left was last refilled
+	drawn time.Time     // when the wait that first drew on it since it was full began; zero while full
+}
+
 // waitRoom waits until n messages of size bytes fit c's queue and reports
 // true, or reports false when c is behind the others: its socket has taken
-// nothing for its allowance (a write blocked all that time: --stall-limit, or
-// penaltyLimit, see allowance) and at least half of the other clients have
-// room. A client whose writer is merely waiting for a CPU is never judged.
+// nothing for its allowance (a write blocked all that time, see allowance)
+// and at least half of the other clients have room. A client whose writer is
+// merely waiting for a CPU is never judged.
 // When everyone is behind, the hub goes on waiting, and so slows its intake;
 // a writer stuck past --write-timeout is closed and then discards, so the
 // wait always ends.
@@ -38,6 +54,7 @@ func (h *hub) waitRoom(c *client, n, size int) bool {
 		case <-h.room:
 		case now := <-h.stall.C:
 			if h.stuck(c, now, h.allowance(c, now)) && h.behind(c) {
+				h.spend(start, now)
 				return false
 			}
 			h.stall.Reset(stallTick)
@@ -47,12 +64,49 @@ func (h *hub) waitRoom(c *client, n, size int) bool {
 }
 
 // allowance returns how long c's write may be blocked before c may be judged
-// slow: --stall-limit, or penaltyLimit for a client from a penalized address.
+// slow. Clients that were connected before the stall budget was drawn on
+// get --stall-limit: they are judged together, so k frozen readers hold the
+// stream one limit in all. A client that connected since gets only what the
+// budget holds (it refills in budgetWindow), and one from a penalized
+// address nothing: frozen readers that reconnect, from any number of
+// addresses, hold the stream no more than the budget allows, while the
+// readers that were there before keep their whole allowance and so are never
+// cut for the attack's sake.
 func (h *hub) allowance(c *client, now time.Time) time.Duration {
 	if h.penalized(c, now) {
-		return min(h.cfg.stallLimit, penaltyLimit)
+		return 0
 	}
-	return h.cfg.stallLimit
+	left := h.budgetLeft(now)
+	if b := h.budget.drawn; b.IsZero() || c.connectedAt.Before(b) {
+		return h.cfg.stallLimit
+	}
+	return min(h.cfg.stallLimit, left)
+}
+
+// budgetLeft refills the stall budget for the time since it was last
+// refilled and returns what it holds.
+func (h *hub) budgetLeft(now time.Time) time.Duration {
+	b := &h.budget
+	if gone := now.Sub(b.at); gone >= budgetWindow {
+		b.left = h.cfg.stallLimit
+	} else if gone > 0 {
+		b.left = min(h.cfg.stallLimit, b.left+time.Duration(float64(h.cfg.stallLimit)*float64(gone)/float64(budgetWindow)))
+	}
+	b.at = now
+	if b.left == h.cfg.stallLimit {
+		b.drawn = time.Time{}
+	}
+	return b.left
+}
+
+// spend takes the hub's wait on a client judged slow, from start to now,
+// from the budget.
+func (h *hub) spend(start, now time.Time) {
+	h.budgetLeft(now)
+	h.budget.left = max(0, h.budget.left-now.Sub(start))
+	if h.budget.drawn.IsZero() {
+		h.budget.drawn = start
+	}
 }
 
 // stuck reports whether c's writer has been blocked in one write for d: its

@@ -14,6 +14,7 @@ type stallRig struct {
 	h       *hub
 	healthy []*fakeClient
 	others  []*fakeClient // every other client, for stopHub
+	base    time.Duration // what publish(50) takes with no one frozen
 }
 
 func newStallRig(t *testing.T) *stallRig {
@@ -23,6 +24,7 @@ func newStallRig(t *testing.T) *stallRig {
 		go fc.drain(time.Millisecond, true)
 		r.healthy = append(r.healthy, fc)
 	}
+	r.base = r.publish(50)
 	return r
 }
 
@@ -74,8 +76,7 @@ func TestStallFrozenTogether(t *testing.T) {
 }
 
 // TestStallPenalty: once a client is closed as slow, a client that connects
-// from the same address later holds the stream penaltyLimit at most, for
-// penaltyTime; a client from another address keeps the whole stall limit.
+// from the same address later holds the stream not at all, for penaltyTime.
 func TestStallPenalty(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newStallRig(t)
@@ -85,18 +86,96 @@ func TestStallPenalty(t *testing.T) {
 			t.Errorf("first frozen reader: publishing took %v; want the stall limit, %v", took, limit)
 		}
 		r.frozen("again", "127.0.0.2:4002")
-		if took := r.publish(50); took > penaltyLimit+time.Second || took < penaltyLimit {
-			t.Errorf("a reconnect from the address: publishing took %v; want about %v", took, penaltyLimit)
+		if took := r.publish(50); took > r.base+stallTick {
+			t.Errorf("a reconnect from the address: publishing took %v; want no wait (%v)", took, r.base)
 		}
-		r.frozen("other", "127.0.0.3:4000")
-		if took := r.publish(50); took < limit {
-			t.Errorf("another address: publishing took %v; want the stall limit, %v", took, limit)
+		if got, want := r.h.m.clients.Load(), int64(len(r.healthy)); got != want {
+			t.Errorf("clients = %d; want %d, the reconnect disconnected", got, want)
 		}
-		time.Sleep(penaltyTime)
+		time.Sleep(penaltyTime) // the budget refills too
 		r.frozen("later", "127.0.0.2:4003")
 		if took := r.publish(50); took < limit {
 			t.Errorf("after penaltyTime: publishing took %v; want the stall limit, %v", took, limit)
 		}
 		r.stop()
 	})
+}
+
+// TestStallBudgetReconnects: a frozen reader that reconnects every 5 s for
+// 40 s, from a new address each time, holds the stream no more than the
+// stall budget allows: one stall limit, then one per budgetWindow (4.8 s in
+// all instead of 24 s).
+func TestStallBudgetReconnects(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newStallRig(t)
+		limit := r.h.cfg.stallLimit
+		const every, rounds = 5 * time.Second, 8
+		var held time.Duration
+		for i := range rounds {
+			r.frozen(fmt.Sprintf("frozen%d", i), fmt.Sprintf("127.0.1.%d:4000", i+1))
+			took := r.publish(50)
+			held += took
+			time.Sleep(every - took%every)
+		}
+		budget := limit + time.Duration(float64(limit)*float64(rounds*every)/float64(budgetWindow))
+		if held < limit || held > budget+rounds*r.base {
+			t.Errorf("%d reconnects held the stream %v in all; want the stall budget, %v, at most", rounds, held, budget)
+		}
+		if got, want := r.h.m.clients.Load(), int64(len(r.healthy)); got != want {
+			t.Errorf("clients = %d; want %d, every frozen reader disconnected", got, want)
+		}
+		r.stop()
+	})
+}
+
+// TestStallBudgetEstablished: a client connected before the budget was
+// drawn on keeps the whole stall limit (a fast publisher never gets a reader
+// that was there cut for an attacker's sake); one that connects after gets
+// what the budget has refilled since.
+func TestStallBudgetEstablished(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newStallRig(t)
+		limit := r.h.cfg.stallLimit
+		veteran := newFakeClientFrom(t, r.h, "veteran", "127.0.0.5:4000")
+		r.others = append(r.others, veteran)
+		freeze := make(chan struct{})
+		go veteran.drainUntil(freeze)
+		r.frozen("first", "127.0.0.2:4000")
+		if took := r.publish(50); took < limit {
+			t.Errorf("first frozen reader: publishing took %v; want the stall limit, %v", took, limit)
+		}
+		r.frozen("newcomer", "127.0.0.3:4000")
+		if took := r.publish(50); took > r.base+5*stallTick {
+			t.Errorf("a new frozen reader with the budget spent: publishing took %v; want what refilled meanwhile", took)
+		}
+		close(freeze)
+		if took := r.publish(50); took < limit {
+			t.Errorf("a reader connected before froze: publishing took %v; want the stall limit, %v", took, limit)
+		}
+		time.Sleep(budgetWindow) // full again
+		r.frozen("later", "127.0.0.4:4000")
+		if took := r.publish(50); took < limit {
+			t.Errorf("a minute later: publishing took %v; want the stall limit, %v", took, limit)
+		}
+		if got, want := r.h.m.clients.Load(), int64(len(r.healthy)); got != want {
+			t.Errorf("clients = %d; want %d, every frozen reader disconnected", got, want)
+		}
+		r.stop()
+	})
+}
+
+// drainUntil plays a healthy writer until freeze is closed, then a frozen one.
+func (fc *fakeClient) drainUntil(freeze <-chan struct{}) {
+	for {
+		select {
+		case <-freeze:
+			fc.freeze()
+			return
+		case b, ok := <-fc.send:
+			if !ok {
+				return
+			}
+			fc.write(b)
+		}
+	}
 }

@@ -381,6 +381,7 @@ func (b *batch) add(m message) {
 // fanout queues b for every registered client without waiting on any one of
 // them for more than a moment (see deliver). It runs on the hub goroutine.
 func (h *hub) fanout(b *batch) {
+	h.m.fanouts.Add(1)
 	h.settled.Store(h.busy.Load())
 	if h.cfg.excludeSender {
 		for _, m := range b.msgs {

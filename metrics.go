@@ -32,6 +32,7 @@ type metrics struct {
 	bytesDelivered    atomic.Uint64
 	acceptErrors      atomic.Uint64 // temporary accept errors (EMFILE, ...)
 	rateLimited       atomic.Uint64 // messages a reader held back to keep its client under --rate
+	fanouts           atomic.Uint64 // batches the hub fanned out
 	hubStalls         atomic.Uint64 // times the hub waited for room in a full queue (backpressure)
 	hubStallNanos     atomic.Uint64 // and for how long in all
 	apiConns          atomic.Int64  // gauge: HTTP API connections open (limitListener)
@@ -86,6 +87,7 @@ type metricsCollector struct {
 	closes            *prometheus.Desc // label reason: a closeReason
 	acceptErrors      *prometheus.Desc
 	rateLimited       *prometheus.Desc
+	fanouts           *prometheus.Desc
 	hubStalls         *prometheus.Desc
 	hubStallSeconds   *prometheus.Desc
 	pendingBytes      *prometheus.Desc
@@ -115,6 +117,7 @@ func newMetricsCollector(s *server) *metricsCollector {
 		closes:            desc("client_closes_total", "Clients closed, by close reason (server_full, denied, too_many_from_ip: refused at accept).", "reason"),
 		acceptErrors:      desc("accept_errors_total", "Temporary accept errors (such as EMFILE), each followed by a backoff."),
 		rateLimited:       desc("messages_rate_limited_total", "Messages a reader held back to keep its client under --rate."),
+		fanouts:           desc("fanouts_total", "Batches the hub fanned out: messages_received_total over it is the mean batch, each one write per client."),
 		hubStalls:         desc("hub_stalls_total", "Times the hub waited for room in a client's full queue, slowing intake (backpressure)."),
 		hubStallSeconds:   desc("hub_stall_seconds_total", "Time the hub spent waiting for room in full queues."),
 		pendingBytes:      desc("queue_pending_bytes", "Bytes queued for connected clients and not yet written, summed over clients."),
@@ -133,7 +136,7 @@ func (mc *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		mc.clients, mc.connections, mc.messagesReceived, mc.bytesReceived, mc.messagesDelivered,
 		mc.bytesDelivered, mc.dropped, mc.closes, mc.acceptErrors, mc.rateLimited,
-		mc.hubStalls, mc.hubStallSeconds, mc.pendingBytes, mc.pendingMessages, mc.apiConns,
+		mc.fanouts, mc.hubStalls, mc.hubStallSeconds, mc.pendingBytes, mc.pendingMessages, mc.apiConns,
 		mc.apiAccepted,
 	} {
 		ch <- d
@@ -172,6 +175,7 @@ func (mc *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(mc.acceptErrors, m.acceptErrors.Load())
 	counter(mc.rateLimited, m.rateLimited.Load())
+	counter(mc.fanouts, m.fanouts.Load())
 	counter(mc.hubStalls, m.hubStalls.Load())
 	ch <- prometheus.MustNewConstMetric(mc.hubStallSeconds, prometheus.CounterValue, float64(m.hubStallNanos.Load())/1e9)
 	msgs, bytes := mc.s.pending()

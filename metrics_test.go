@@ -37,6 +37,7 @@ func wantMetrics() map[string]float64 {
 		"echohub_bytes_delivered_total":       0,
 		"echohub_accept_errors_total":         0,
 		"echohub_messages_rate_limited_total": 0,
+		"echohub_fanouts_total":               0,
 		"echohub_hub_stalls_total":            0,
 		"echohub_hub_stall_seconds_total":     0,
 		"echohub_queue_pending_bytes":         0,
@@ -91,10 +92,8 @@ func TestMetricsKnownTraffic(t *testing.T) {
 	alice, bob := dial(t, ts.addr, "alice"), dial(t, ts.addr, "bob")
 	ts.waitClients(t, 2)
 	const size = 20
-	for i := range 3 {
+	for i := range 3 { // one read, so one fan-out, each
 		alice.send(t, line("alice", i, size))
-	}
-	for i := range 3 {
 		expectLine(t, alice, line("alice", i, size))
 		expectLine(t, bob, line("alice", i, size))
 	}
@@ -108,6 +107,7 @@ func TestMetricsKnownTraffic(t *testing.T) {
 	want["echohub_clients"] = 2
 	want["echohub_connections_total"] = 3
 	want["echohub_messages_received_total"] = 3
+	want["echohub_fanouts_total"] = 3
 	want["echohub_bytes_received_total"] = 3 * size
 	want["echohub_messages_delivered_total"] = 6 // to alice and bob
 	want["echohub_bytes_delivered_total"] = 6 * size

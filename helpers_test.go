@@ -202,7 +202,10 @@ func dial(t *testing.T, addr, name string) *testConn {
 // buffer is set small before it connects, so its TCP window stays tiny and
 // the server's socket buffer for it does not grow: what the server sends it
 // backs up after kilobytes. Cleanup closes it.
-func dialUnread(t *testing.T, addr string) net.Conn {
+func dialUnread(t *testing.T, addr string) net.Conn { return dialUnreadFrom(t, addr, "") }
+
+// dialUnreadFrom is dialUnread from the local address ip ("": any).
+func dialUnreadFrom(t *testing.T, addr, ip string) net.Conn {
 	t.Helper()
 	d := net.Dialer{Timeout: ioTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
 		var err error
@@ -211,6 +214,9 @@ func dialUnread(t *testing.T, addr string) net.Conn {
 		})
 		return err
 	}}
+	if ip != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(ip)}
+	}
 	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -176,6 +178,94 @@ func (fc *fakeClient) drainUntil(freeze <-chan struct{}) {
 				return
 			}
 			fc.write(b)
+		}
+	}
+}
+
+// TestStallBudgetSockets: on real sockets, frozen readers that connect one
+// after another from new addresses, each as soon as the last was cut, while
+// a publisher floods, pause the healthy readers about one stall limit in
+// all, not one each.
+func TestStallBudgetSockets(t *testing.T) {
+	cfg := testConfig()
+	cfg.queue, cfg.maxPending = 64, 64<<10
+	cfg.writeTimeout = time.Minute // so only the slow-client rule can act
+	cfg.stallLimit = time.Second   // long enough for this busy process's readers
+	ts := startTestServer(t, cfg)
+	pub := dial(t, ts.addr, "pub")
+	readers := []*testConn{pub, dial(t, ts.addr, "alice"), dial(t, ts.addr, "bob")}
+	ts.waitClients(t, len(readers))
+
+	const attackers = 6
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { floodUntil(t, pub, stop) })
+	paused := make([]time.Duration, len(readers))
+	for i, r := range readers {
+		wg.Go(func() { paused[i] = readPaused(t, r) })
+	}
+	for i := range attackers {
+		dialUnreadFrom(t, ts.addr, fmt.Sprintf("127.0.2.%d", i+1))
+		waitFor(t, 10*time.Second, func() error {
+			if got := ts.closes(reasonSlowClient); got != uint64(i+1) {
+				return fmt.Errorf("closes{slow_client} = %d; want %d", got, i+1)
+			}
+			return nil
+		})
+	}
+	close(stop)
+	wg.Wait()
+	for i, r := range readers {
+		t.Logf("%s: paused %v in all", r.name, paused[i])
+		if paused[i] > cfg.stallLimit+cfg.stallLimit/2 {
+			t.Errorf("%s: %d frozen readers paused the stream %v in all; want about one stall limit (%v)", r.name, attackers, paused[i], cfg.stallLimit)
+		}
+	}
+	ts.waitClients(t, len(readers))
+}
+
+// floodUntil has c publish lines as fast as the hub takes them until stop
+// is closed (or a bound on the lines is reached), then the line "end".
+func floodUntil(t *testing.T, c *testConn, stop <-chan struct{}) {
+	var chunk strings.Builder
+	for i := range 100 {
+		chunk.WriteString(line(c.name, i, 512))
+	}
+	c.SetWriteDeadline(time.Now().Add(time.Minute))
+	for range 20000 { // 1 GB at most
+		select {
+		case <-stop:
+			c.send(t, "end\n")
+			return
+		default:
+		}
+		if _, err := c.Write([]byte(chunk.String())); err != nil {
+			t.Errorf("%s: publish: %v", c.name, err)
+			return
+		}
+	}
+	t.Errorf("%s: the flood reached its bound before the attack ended", c.name)
+}
+
+// readPaused reads lines from c until "end" and returns the time spent in
+// waits for a line longer than 100ms: how long the stream paused for c.
+func readPaused(t *testing.T, c *testConn) time.Duration {
+	var paused time.Duration
+	last := time.Now()
+	for {
+		c.SetReadDeadline(time.Now().Add(time.Minute))
+		l, err := c.r.ReadString('\n')
+		if err != nil {
+			t.Errorf("%s: read: %v", c.name, err)
+			return paused
+		}
+		now := time.Now()
+		if gap := now.Sub(last); gap > 100*time.Millisecond {
+			paused += gap
+		}
+		last = now
+		if l == "end\n" {
+			return paused
 		}
 	}
 }

@@ -44,6 +44,7 @@ type server struct {
 	// Guarded by mu.
 	mu    sync.Mutex
 	ln    net.Listener         // set by Serve; nil until then
+	web   *webServer           // set by listenWeb; nil without --web-listen
 	conns map[*client]struct{} // admitted connections not yet released
 	perIP map[netip.Addr]int   // admitted connections per remote IP, kept with --max-clients-per-ip
 
@@ -283,7 +284,8 @@ func (s *server) release(c *client) {
 }
 
 // Shutdown stops the server gracefully:
-//  1. close the listener, so no client is admitted any more;
+//  1. close the listener, and the web listener if any (stopAccepting), so no
+//     client is admitted any more;
 //  2. tell the hub to finish (hub.shutdown), and set every connection's read
 //     deadline to now, so readers stop after handing the hub every complete
 //     message they have read;
@@ -301,8 +303,10 @@ func (s *server) Shutdown(ctx context.Context) error {
 	default:
 		close(s.quit)
 	}
-	ln := s.ln
+	ln, web := s.ln, s.web
 	s.mu.Unlock()
+	web.stopAccepting() // nil without --web-listen: does nothing
+
 	if ln == nil { // Serve never ran, and now never starts anything
 		s.hub.shutdown()
 		if s.bp != nil {

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,6 +38,60 @@ func TestWebShutdown(t *testing.T) {
 		expectWS(t, bob, websocket.MessageText, strings.TrimSuffix(line("alice", i, 64), "\n"))
 	}
 	expectWSClose(t, bob, websocket.StatusGoingAway, shutdownCloseText)
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown() = %v; want nil", err)
+	}
+	if got := ts.closes(reasonShutdown); got != 2 {
+		t.Errorf("closes{shutdown} = %d; want 2", got)
+	}
+}
+
+// TestWebShutdownStopsAccepting: the web listener stops accepting at the
+// first step of Shutdown, with the TCP listener, not after the drain; a
+// WebSocket client already connected still gets everything queued for it,
+// then a close frame with status 1001.
+func TestWebShutdownStopsAccepting(t *testing.T) {
+	ts, url := startWeb(t, testWebConfig())
+	alice := dial(t, ts.addr, "alice")
+	bob := frozenWS(t, url) // reads nothing until the drain has begun: Shutdown waits for it
+	ts.waitClients(t, 2)
+	const n, size = 400, 512 // far more than the socket buffers hold, well under --queue and --max-pending
+	publishLines(t, alice, n, size)
+	waitFor(t, 5*time.Second, func() error {
+		if got := ts.m.messagesReceived.Load(); got != n {
+			return fmt.Errorf("messages received = %d; want %d", got, n)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- ts.Shutdown(ctx) }()
+
+	waitFor(t, 5*time.Second, func() error {
+		if !ts.shuttingDown() {
+			return errors.New("Shutdown has not begun")
+		}
+		dctx, dcancel := context.WithTimeout(context.Background(), ioTimeout)
+		defer dcancel()
+		ws, _, err := websocket.Dial(dctx, url, nil)
+		if err == nil {
+			ws.CloseNow()
+			return errors.New("a WebSocket dial during the drain was accepted")
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("dial during the drain: %v; want connection refused", err)
+		}
+		return nil
+	})
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown() = %v before bob read his queue; want it still draining", err)
+	default:
+	}
+	readAllWS(t, bob, "alice", n, size)
+	expectWSClose(t, bob, websocket.StatusGoingAway, shutdownCloseText)
+	readAll(t, alice, "alice", n, size)
 	if err := <-shut; err != nil {
 		t.Errorf("Shutdown() = %v; want nil", err)
 	}

@@ -294,7 +294,7 @@ const (
 	// wsReadBuffer and wsWriteBuffer size the buffers the library reads
 	// frames through and writes its own frames (pings, pongs, close)
 	// through; net/http's are 4 KiB each, kept for the life of every
-	// connection. Data frames are written past the library (writeVec), and
+	// connection. Data frames are written past the library (encode), and
 	// a control frame is at most 127 bytes, so it still goes out in one
 	// write call.
 	wsReadBuffer  = 1 << 10

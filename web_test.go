@@ -12,6 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/google/go-cmp/cmp"
+	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 )
 
@@ -97,6 +98,45 @@ func TestWebShutdownStopsAccepting(t *testing.T) {
 	}
 	if got := ts.closes(reasonShutdown); got != 2 {
 		t.Errorf("closes{shutdown} = %d; want 2", got)
+	}
+}
+
+// TestWebIdleCost guards the stacks of an idle WebSocket client (docs/web.md,
+// idle cost): 4 KiB for the reader, parked in its own small frame, and
+// 2 KiB for the writer, also after a message has gone through the write path.
+func TestWebIdleCost(t *testing.T) {
+	const conns = 300
+	cfg := testWebConfig()
+	cfg.logLevel = zerolog.InfoLevel // a debug log call on the way grows a stack too
+	cfg.keepalive = 0                // no ping may run the reader through the library meanwhile
+	ts := startTestServer(t, cfg)
+	webAddr := startTestWeb(t, ts)
+	alice := dial(t, ts.addr, "alice")
+	ts.waitClients(t, 1)
+	before := memNow()
+	for range conns {
+		dialRawWS(t, webAddr)
+	}
+	ts.waitClients(t, conns+1)
+	idle := memNow()
+	alice.send(t, "one message to everyone\n")
+	waitFor(t, 5*time.Second, func() error {
+		if got := ts.m.messagesDelivered.Load(); got != conns+1 {
+			return fmt.Errorf("messages delivered = %d; want %d", got, conns+1)
+		}
+		return nil
+	})
+	after := memNow()
+	stackIdle := float64(idle.stack-before.stack) / conns
+	stackAfter := float64(after.stack-before.stack) / conns
+	t.Logf("per idle WebSocket client: %.0f B of stack (%.0f B after one message), %.0f B of heap (%.0f)",
+		stackIdle, stackAfter, float64(int64(idle.heap)-int64(before.heap))/conns, float64(int64(after.heap)-int64(before.heap))/conns)
+	limit := 6144 + 512.0
+	if raceEnabled {
+		limit *= 2 // the race detector doubles every stack
+	}
+	if stackAfter > limit {
+		t.Errorf("stack per idle WebSocket client after one message = %.0f B; want a 4 KiB reader and a 2 KiB writer (at most %.0f B)", stackAfter, limit)
 	}
 }
 

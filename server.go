@@ -263,7 +263,8 @@ func (s *server) handle(c *client) {
 	s.release(c)
 }
 
-// release forgets the closed client c, counts and logs its close. It is not
+// release forgets the closed client c, counts and logs its close, and frees
+// what the WebSocket library holds for a WebSocket client. It is not
 // part of handle so that handle's frame, at the bottom of every parked
 // reader's stack, stays small: a reader whose stack outgrows 2 KiB keeps
 // 4 KiB for good (docs/design.md, the idle cost).
@@ -281,6 +282,9 @@ func (s *server) release(c *client) {
 		Uint64("msgs_in", c.msgsIn.Load()).Uint64("msgs_out", c.msgsOut.Load()).
 		Uint64("bytes_in", c.bytesIn.Load()).Uint64("bytes_out", c.bytesOut.Load()).
 		Uint64("dropped", c.dropped.Load()).Msg("client closed")
+	if wc, ok := c.conn.(*wsConn); ok {
+		wc.release(s.m)
+	}
 }
 
 // Shutdown stops the server gracefully:

@@ -221,18 +221,11 @@ func (web *webServer) upgrade(w http.ResponseWriter, r *http.Request) {
 		ws.Close(code, notice)
 		return
 	}
-	go web.run(c, wc) // returns when c's loops have ended and c is released
-}
-
-// run runs the WebSocket client c with server.handle, as the accept loop
-// runs a TCP one, then releases the library's state of its connection. It is
-// the client's reader goroutine, counted in the server's wait group, and
-// returns when both loops have returned and c is released.
-func (web *webServer) run(c *client, wc *wsConn) {
-	defer web.s.wg.Done()
-	web.s.handle(c)  // calls wg.Done for itself
-	wc.ws.CloseNow() // the TCP connection is closed already; this frees the rest
-	web.s.m.wsClients.Add(-1)
+	// The reader goroutine, as the accept loop starts one for a TCP client,
+	// and with nothing above handle on its stack, which must stay within
+	// 2 KiB while it waits (docs/web.md, idle cost). release ends the
+	// library's side of the connection (wsConn.release).
+	go s.handle(c) // returns when c's loops have ended and c is released
 }
 
 // keepalive pings every WebSocket client from which nothing has arrived for

@@ -100,6 +100,13 @@ func (w *wsConn) Close() error {
 	return err
 }
 
+// release frees the library's state of a connection whose client has been
+// released (server.release), and counts the client out.
+func (w *wsConn) release(m *metrics) {
+	w.ws.CloseNow() // the TCP connection is closed already; this frees the rest
+	m.wsClients.Add(-1)
+}
+
 func (w *wsConn) LocalAddr() net.Addr                { return w.raw.LocalAddr() }
 func (w *wsConn) RemoteAddr() net.Addr               { return w.raw.RemoteAddr() }
 func (w *wsConn) SetDeadline(t time.Time) error      { return w.raw.SetDeadline(t) }
@@ -249,6 +256,18 @@ type wsReader struct {
 // new slice that the caller owns, and their count. A close frame from the
 // peer is io.EOF.
 func (r *wsReader) next() ([]byte, int, error) {
+	// Wait for input here, in a small frame, rather than deep in the
+	// library: an idle client's reader then parks on Go's smallest stack
+	// (docs/web.md, idle cost). An error is left for the library to meet
+	// again and report.
+	if br := r.w.br; len(r.rest) == 0 && br != nil && br.Buffered() == 0 {
+		br.Peek(1)
+	}
+	return r.cut()
+}
+
+// cut is next once input has come.
+func (r *wsReader) cut() ([]byte, int, error) {
 	for len(r.rest) == 0 {
 		prefix := 0
 		if r.w.mode == framingLen32 {
@@ -295,12 +314,6 @@ func (r *wsReader) partial() int { return 0 }
 // prefix zero bytes and with room for one more byte. It fails with
 // errMessageTooLong, having read one byte over --max-message and no more.
 func (w *wsConn) readMessage(prefix int) ([]byte, error) {
-	// Wait for input here, not deep in the library: an idle client's reader
-	// then parks on a small stack (docs/web.md, idle cost). An error is
-	// left for the library to meet again and report.
-	if w.br != nil && w.br.Buffered() == 0 {
-		w.br.Peek(1)
-	}
 	_, mr, err := w.ws.Reader(context.Background()) // no deadline: keepalive finds dead peers
 	if err != nil {
 		return nil, wsReadError(err)

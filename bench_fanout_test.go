@@ -302,3 +302,82 @@ func startBenchServer(b *testing.B, cfg config) (*server, string) {
 	go s.Serve(ln)
 	return s, ln.Addr().String()
 }
+
+// BenchmarkFanoutWS is BenchmarkFanout with WebSocket readers: the same
+// published lines, each delivered as one text message. The readers are raw
+// connections that count bytes (a 2 or 4 byte frame header and the line
+// without its '\n'), so the client side costs no more than over TCP.
+func BenchmarkFanoutWS(b *testing.B) {
+	for _, clients := range []int{100, 1000} {
+		for _, size := range []int{64, 1024} {
+			b.Run(fmt.Sprintf("clients=%d/size=%d", clients, size), func(b *testing.B) {
+				benchmarkFanoutWS(b, clients, size)
+			})
+		}
+	}
+}
+
+func benchmarkFanoutWS(b *testing.B, clients, size int) {
+	cfg := defaultConfig()
+	cfg.excludeSender = true // the publisher does not read
+	cfg.webListen = "127.0.0.1:0"
+	cfg.keepalive = 0
+	s, addr := startBenchServer(b, cfg)
+	web, err := listenWeb(s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	go web.serve()
+	b.Cleanup(func() {
+		s.Shutdown(context.Background())
+		web.shutdown()
+	})
+	pub, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { pub.Close() })
+	readers := make([]net.Conn, clients)
+	for i := range readers {
+		readers[i] = dialRawWS(b, web.addr())
+	}
+	for s.m.clients.Load() != int64(clients+1) {
+		time.Sleep(time.Millisecond)
+	}
+	chunk := []byte(strings.Repeat(strings.Repeat("x", size-1)+"\n", max(1, 64<<10/size)))
+	perChunk := len(chunk) / size
+	wire := int64(len(appendFrame(nil, 0, make([]byte, size-1)))) // what one line costs on the wire
+
+	bufs := make([][]byte, clients) // before the timer: allocations are the server's alone
+	for i := range bufs {
+		bufs[i] = make([]byte, 64<<10)
+	}
+
+	b.SetBytes(int64(size * clients))
+	b.ReportAllocs()
+	b.ResetTimer()
+	want := int64(b.N) * wire
+	var wg sync.WaitGroup
+	for i, r := range readers {
+		wg.Go(func() {
+			buf := bufs[i]
+			for got := int64(0); got < want; {
+				r.SetReadDeadline(time.Now().Add(time.Minute))
+				n, err := r.Read(buf)
+				if err != nil {
+					b.Errorf("reader: %v after %d of %d bytes", err, got, want)
+					return
+				}
+				got += int64(n)
+			}
+		})
+	}
+	for left := b.N; left > 0; left -= perChunk {
+		if _, err := pub.Write(chunk[:min(left, perChunk)*size]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)*float64(clients)/b.Elapsed().Seconds(), "deliveries/s")
+}

@@ -147,11 +147,15 @@ type messageReader interface {
 	partial() int
 }
 
-// A vecWriter writes runs of complete framed messages in one go. A
-// WebSocket connection is one: it writes each message as a WebSocket message
-// (webconn.go), and has no writev.
-type vecWriter interface {
-	writeVec(net.Buffers) error
+// A frameEncoder is a connection with a wire format of its own, such as a
+// WebSocket connection (webconn.go): flush encodes each run of complete framed
+// messages with encode and writes the result to wire in one call. flush makes
+// both calls itself, so that a write goes no deeper into the writer's stack
+// than a TCP client's: one level more would grow every WebSocket writer's
+// stack to 4 KiB for good after its first message (docs/web.md, idle cost).
+type frameEncoder interface {
+	encode(dst []byte, vec net.Buffers) []byte // appends vec, encoded, to dst
+	wire() net.Conn                            // where encoded bytes are written
 }
 
 // readLoop reads messages and hands them to the hub until the connection
@@ -215,6 +219,8 @@ type outbuf struct {
 	msgs  int
 	bytes int
 	held  int // bytes of c's own messages skipped under --exclude-sender: queued and counted, never written
+
+	frames []byte // a frameEncoder's encoding of vec; pooled with the rest, so an idle client holds none
 }
 
 // outbufs keeps writers' scratch between wake-ups, so an idle client holds none.
@@ -286,8 +292,12 @@ func (c *client) flush(w *outbuf) error {
 	// every writer's stack from 2 KiB to 4 KiB for good (docs/design.md, the idle cost).
 	c.writingSince.Store(time.Now().UnixNano())
 	var err error
-	if vw, ok := c.conn.(vecWriter); ok {
-		err = vw.writeVec(w.vec)
+	if fe, ok := c.conn.(frameEncoder); ok {
+		w.frames = fe.encode(w.frames[:0], w.vec)
+		_, err = fe.wire().Write(w.frames)
+		if cap(w.frames) > 2*maxWriteBytes {
+			w.frames = nil // keep no buffer a huge message grew
+		}
 	} else if len(w.vec) == 1 {
 		_, err = c.conn.Write(w.vec[0])
 	} else {

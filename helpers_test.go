@@ -830,3 +830,24 @@ func parseServeFlags(t *testing.T, args ...string) config {
 	}
 	return cfg
 }
+
+// dialRawWS opens a WebSocket connection to addr's /ws by hand, over a plain
+// net.Conn: no goroutine and no library state on the client side, so that a
+// measurement of this process's stacks sees only the server's.
+func dialRawWS(t testing.TB, addr string) net.Conn {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, ioTimeout)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(ioTimeout))
+	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", addr)
+	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 512), nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake with %s: %v, %v; want 101", addr, resp, err)
+	}
+	conn.SetDeadline(time.Time{})
+	return conn
+}

@@ -152,7 +152,7 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger, ln net.Listener)
 		if err := s.Shutdown(sctx); err != nil {
 			log.Warn().Err(err).Msg("shutdown timed out; remaining clients were closed")
 		}
-		web.shutdown() // after the hub's: Shutdown closed its WebSocket clients
+		web.shutdown() // after the hub's, which closed the web listener at its step 1 and then the WebSocket clients
 		api.shutdown() // only now: /readyz answers 503 while the hub drains
 		return nil
 	})

@@ -44,6 +44,7 @@ type server struct {
 	// Guarded by mu.
 	mu    sync.Mutex
 	ln    net.Listener         // set by Serve; nil until then
+	web   *webServer           // set by listenWeb; nil without --web-listen
 	conns map[*client]struct{} // admitted connections not yet released
 	perIP map[netip.Addr]int   // admitted connections per remote IP, kept with --max-clients-per-ip
 
@@ -262,7 +263,8 @@ func (s *server) handle(c *client) {
 	s.release(c)
 }
 
-// release forgets the closed client c, counts and logs its close. It is not
+// release forgets the closed client c, counts and logs its close, and frees
+// what the WebSocket library holds for a WebSocket client. It is not
 // part of handle so that handle's frame, at the bottom of every parked
 // reader's stack, stays small: a reader whose stack outgrows 2 KiB keeps
 // 4 KiB for good (docs/design.md, the idle cost).
@@ -280,10 +282,14 @@ func (s *server) release(c *client) {
 		Uint64("msgs_in", c.msgsIn.Load()).Uint64("msgs_out", c.msgsOut.Load()).
 		Uint64("bytes_in", c.bytesIn.Load()).Uint64("bytes_out", c.bytesOut.Load()).
 		Uint64("dropped", c.dropped.Load()).Msg("client closed")
+	if wc, ok := c.conn.(*wsConn); ok {
+		wc.release(s.m)
+	}
 }
 
 // Shutdown stops the server gracefully:
-//  1. close the listener, so no client is admitted any more;
+//  1. close the listener, and the web listener if any (stopAccepting), so no
+//     client is admitted any more;
 //  2. tell the hub to finish (hub.shutdown), and set every connection's read
 //     deadline to now, so readers stop after handing the hub every complete
 //     message they have read;
@@ -301,8 +307,10 @@ func (s *server) Shutdown(ctx context.Context) error {
 	default:
 		close(s.quit)
 	}
-	ln := s.ln
+	ln, web := s.ln, s.web
 	s.mu.Unlock()
+	web.stopAccepting() // nil without --web-listen: does nothing
+
 	if ln == nil { // Serve never ran, and now never starts anything
 		s.hub.shutdown()
 		if s.bp != nil {

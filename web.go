@@ -48,8 +48,12 @@ type webServer struct {
 	csp     string         // Content-Security-Policy of the page
 	log     zerolog.Logger // s.log with "transport": "ws" or "wss", shared by every WebSocket client
 	refused zerolog.Logger // s.log, sampled: refusals come from many handlers at once, and a storm must not flood the log
-	done    chan struct{}  // closed by shutdown: the keepalive loop returns
-	stopped sync.Once
+
+	// Set by stopAccepting, step 1 of the hub server's Shutdown.
+	stopping context.Context    // cancelled by stopAccepting: the keepalive loop returns and pings in flight stop waiting
+	stop     context.CancelFunc // cancels stopping
+	stopOnce sync.Once
+	httpDone chan struct{} // closed once net/http's shutdown, begun by stopAccepting, has returned
 
 	// upgrades counts /ws handlers that may still admit a client, and
 	// keepalive pings in flight; http.Server.Shutdown does not wait for a
@@ -74,14 +78,15 @@ func listenWeb(s *server) (*webServer, error) {
 		return nil, fmt.Errorf("--web-listen: %w", err)
 	}
 	web := &webServer{
-		s:    s,
-		ln:   &webListener{Listener: ln, cfg: &s.cfg},
-		done: make(chan struct{}),
+		s:        s,
+		ln:       &webListener{Listener: ln, cfg: &s.cfg, closed: make(chan struct{})},
+		httpDone: make(chan struct{}),
 		// The library checks the Origin header too: same-origin pages, and
 		// those matching --web-origin (see originAllowed).
 		accept: &websocket.AcceptOptions{OriginPatterns: s.cfg.webOrigins},
 		csp:    pageCSP(pageHTML),
 	}
+	web.stopping, web.stop = context.WithCancel(context.Background())
 	transport := "ws"
 	if s.cfg.tls != nil {
 		transport = "wss"
@@ -109,6 +114,9 @@ func listenWeb(s *server) (*webServer, error) {
 			web.keepalive() // returns when shutdown closes done
 		}()
 	}
+	s.mu.Lock()
+	s.web = web // Shutdown closes its listener with the TCP one
+	s.mu.Unlock()
 	s.log.Info().Str("addr", ln.Addr().String()).Bool("tls", s.cfg.tls != nil).Msg("web listening")
 	return web, nil
 }
@@ -134,21 +142,44 @@ func (web *webServer) serve() error {
 	return serveHTTP(web.srv, web.ln, "web server")
 }
 
-// shutdown stops the web server: it closes the listener, lets page requests
-// in flight finish for up to httpShutdownTimeout, and waits for upgrades in
-// flight and keepalive pings. serve calls it after the hub server's Shutdown,
-// which closes the WebSocket clients with the TCP ones; an upgrade meanwhile
-// is refused with status 1001.
+// stopAccepting is step 1 of the hub server's Shutdown for the web
+// listener, as closing the TCP listener is for TCP clients: it returns once
+// the listener is closed, so a new connection is refused from then on. It
+// also stops the keepalive loop (a reader stopped by Shutdown can no longer
+// take a pong, and a missing pong must not cut a client's drain short), and
+// begins net/http's shutdown in the background: idle keep-alive connections
+// are closed, and page requests in flight get up to httpShutdownTimeout. A
+// handshake already under way is refused by admit with status 1001. It is
+// safe to call more than once; a nil *webServer does nothing.
+func (web *webServer) stopAccepting() {
+	if web == nil {
+		return
+	}
+	web.stopOnce.Do(func() {
+		web.stop()
+		go func() { // returns within httpShutdownTimeout; shutdown waits for it
+			defer close(web.httpDone)
+			ctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
+			defer cancel()
+			if err := web.srv.Shutdown(ctx); err != nil {
+				web.srv.Close()
+			}
+			web.ln.Close() // if serve never ran, net/http had no listener to close
+		}()
+		<-web.ln.(*webListener).closed
+	})
+}
+
+// shutdown finishes stopping the web server after the hub server's
+// Shutdown, which closed its WebSocket clients with the TCP ones and began
+// with stopAccepting: it waits for net/http's shutdown, for upgrades in
+// flight and for keepalive pings.
 func (web *webServer) shutdown() {
 	if web == nil {
 		return
 	}
-	web.stopped.Do(func() { close(web.done) })
-	ctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
-	defer cancel()
-	if err := web.srv.Shutdown(ctx); err != nil {
-		web.srv.Close()
-	}
+	web.stopAccepting() // already done, unless Shutdown never ran
+	<-web.httpDone
 	web.upgrades.Wait()
 }
 
@@ -190,18 +221,11 @@ func (web *webServer) upgrade(w http.ResponseWriter, r *http.Request) {
 		ws.Close(code, notice)
 		return
 	}
-	go web.run(c, wc) // returns when c's loops have ended and c is released
-}
-
-// run runs the WebSocket client c with server.handle, as the accept loop
-// runs a TCP one, then releases the library's state of its connection. It is
-// the client's reader goroutine, counted in the server's wait group, and
-// returns when both loops have returned and c is released.
-func (web *webServer) run(c *client, wc *wsConn) {
-	defer web.s.wg.Done()
-	web.s.handle(c)  // calls wg.Done for itself
-	wc.ws.CloseNow() // the TCP connection is closed already; this frees the rest
-	web.s.m.wsClients.Add(-1)
+	// The reader goroutine, as the accept loop starts one for a TCP client,
+	// and with nothing above handle on its stack, which must stay within
+	// 2 KiB while it waits (docs/web.md, idle cost). release ends the
+	// library's side of the connection (wsConn.release).
+	go s.handle(c) // returns when c's loops have ended and c is released
 }
 
 // keepalive pings every WebSocket client from which nothing has arrived for
@@ -216,7 +240,7 @@ func (web *webServer) keepalive() {
 	var due []*client
 	for {
 		select {
-		case <-web.done:
+		case <-web.stopping.Done():
 			return
 		case now := <-t.C:
 			idle := now.Add(-every).UnixNano()
@@ -241,13 +265,16 @@ func (web *webServer) keepalive() {
 }
 
 // ping sends wc a ping and waits up to --keepalive for the pong, which the
-// client's reader handles. A client closed meanwhile ends the wait.
+// client's reader handles. A client closed meanwhile ends the wait, and so
+// does shutdown, which stops the readers: then the client is left to finish
+// its drain.
 func (web *webServer) ping(c *client, wc *wsConn) {
 	defer wc.pinging.Store(false)
 	ctx, cancel := context.WithTimeout(wc.ctx, web.s.cfg.keepalive)
 	defer cancel()
+	defer context.AfterFunc(web.stopping, cancel)()
 	if err := wc.ws.Ping(ctx); err != nil {
-		if wc.ctx.Err() == nil {
+		if wc.ctx.Err() == nil && web.stopping.Err() == nil {
 			c.log.Debug().Err(err).Msg("no pong; closing")
 			c.close(reasonReadError)
 		}
@@ -260,7 +287,7 @@ const (
 	// wsReadBuffer and wsWriteBuffer size the buffers the library reads
 	// frames through and writes its own frames (pings, pongs, close)
 	// through; net/http's are 4 KiB each, kept for the life of every
-	// connection. Data frames are written past the library (writeVec), and
+	// connection. Data frames are written past the library (encode), and
 	// a control frame is at most 127 bytes, so it still goes out in one
 	// write call.
 	wsReadBuffer  = 1 << 10
@@ -304,6 +331,20 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 type webListener struct {
 	net.Listener
 	cfg *config
+
+	closeOnce sync.Once
+	closed    chan struct{} // closed by Close
+}
+
+// Close closes the listener; net/http and stopAccepting may both call it,
+// and a second call does nothing.
+func (l *webListener) Close() error {
+	var err error
+	l.closeOnce.Do(func() {
+		err = l.Listener.Close()
+		close(l.closed)
+	})
+	return err
 }
 
 func (l *webListener) Accept() (net.Conn, error) {

@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/google/go-cmp/cmp"
+	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 )
 
@@ -41,6 +44,101 @@ func TestWebShutdown(t *testing.T) {
 	}
 	if got := ts.closes(reasonShutdown); got != 2 {
 		t.Errorf("closes{shutdown} = %d; want 2", got)
+	}
+}
+
+// TestWebShutdownStopsAccepting: the web listener stops accepting at the
+// first step of Shutdown, with the TCP listener, not after the drain; a
+// WebSocket client already connected still gets everything queued for it,
+// then a close frame with status 1001.
+func TestWebShutdownStopsAccepting(t *testing.T) {
+	ts, url := startWeb(t, testWebConfig())
+	alice := dial(t, ts.addr, "alice")
+	bob := frozenWS(t, url) // reads nothing until the drain has begun: Shutdown waits for it
+	ts.waitClients(t, 2)
+	const n, size = 400, 512 // far more than the socket buffers hold, well under --queue and --max-pending
+	publishLines(t, alice, n, size)
+	waitFor(t, 5*time.Second, func() error {
+		if got := ts.m.messagesReceived.Load(); got != n {
+			return fmt.Errorf("messages received = %d; want %d", got, n)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- ts.Shutdown(ctx) }()
+
+	waitFor(t, 5*time.Second, func() error {
+		if !ts.shuttingDown() {
+			return errors.New("Shutdown has not begun")
+		}
+		dctx, dcancel := context.WithTimeout(context.Background(), ioTimeout)
+		defer dcancel()
+		ws, _, err := websocket.Dial(dctx, url, nil)
+		if err == nil {
+			ws.CloseNow()
+			return errors.New("a WebSocket dial during the drain was accepted")
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("dial during the drain: %v; want connection refused", err)
+		}
+		return nil
+	})
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown() = %v before bob read his queue; want it still draining", err)
+	default:
+	}
+	readAllWS(t, bob, "alice", n, size)
+	expectWSClose(t, bob, websocket.StatusGoingAway, shutdownCloseText)
+	readAll(t, alice, "alice", n, size)
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown() = %v; want nil", err)
+	}
+	if got := ts.closes(reasonShutdown); got != 2 {
+		t.Errorf("closes{shutdown} = %d; want 2", got)
+	}
+}
+
+// TestWebIdleCost guards the stacks of an idle WebSocket client (docs/web.md,
+// idle cost): its reader and writer must stay on Go's smallest stack, 2 KiB,
+// as a TCP client's do (TestServeIdleCost), also after a message has gone
+// through the write path. A frame that grows on the way to a parked read or
+// write doubles a stack for good, which this catches, deterministically.
+func TestWebIdleCost(t *testing.T) {
+	const conns = 300
+	cfg := testWebConfig()
+	cfg.logLevel = zerolog.InfoLevel // a debug log call on the way grows a stack too
+	cfg.keepalive = 0                // no ping may run the reader through the library meanwhile
+	ts := startTestServer(t, cfg)
+	webAddr := startTestWeb(t, ts)
+	alice := dial(t, ts.addr, "alice")
+	ts.waitClients(t, 1)
+	before := memNow()
+	for range conns {
+		dialRawWS(t, webAddr)
+	}
+	ts.waitClients(t, conns+1)
+	idle := memNow()
+	alice.send(t, "one message to everyone\n")
+	waitFor(t, 5*time.Second, func() error {
+		if got := ts.m.messagesDelivered.Load(); got != conns+1 {
+			return fmt.Errorf("messages delivered = %d; want %d", got, conns+1)
+		}
+		return nil
+	})
+	after := memNow()
+	stackIdle := float64(idle.stack-before.stack) / conns
+	stackAfter := float64(after.stack-before.stack) / conns
+	t.Logf("per idle WebSocket client: %.0f B of stack (%.0f B after one message), %.0f B of heap (%.0f)",
+		stackIdle, stackAfter, float64(int64(idle.heap)-int64(before.heap))/conns, float64(int64(after.heap)-int64(before.heap))/conns)
+	limit := 4096 + 512.0
+	if raceEnabled {
+		limit *= 2 // the race detector doubles every stack
+	}
+	if stackAfter > limit {
+		t.Errorf("stack per idle WebSocket client after one message = %.0f B; want two goroutines on the smallest stack (at most %.0f B)", stackAfter, limit)
 	}
 }
 

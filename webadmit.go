@@ -51,7 +51,7 @@ func (web *webServer) admit(wc *wsConn) (*client, closeReason, websocket.StatusC
 	c := newClient(s.nextID.Add(1), wc, s.hub, web.log)
 	s.conns[c] = struct{}{}
 	s.countIP(ip, +1)
-	s.wg.Add(2) // one for handle, one for run around it
+	s.wg.Add(1) // for handle, which upgrade starts
 	s.m.wsClients.Add(1)
 	return c, reasonNone, 0, ""
 }

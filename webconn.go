@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -21,7 +20,7 @@ import (
 // so that a browser is a client like any other: same reader and writer
 // goroutines, queues, limits, slow-client policy, close reasons and metrics.
 // Only the edges differ: a wsReader turns each WebSocket message into framed
-// messages for readLoop, writeVec turns the writer's framed messages back
+// messages for readLoop, encode turns the writer's framed messages back
 // into WebSocket messages, and finish ends the connection with a close frame
 // (docs/web.md has the mapping per framing).
 //
@@ -46,7 +45,7 @@ const shutdownCloseText = "echohub: server shutting down"
 type wsConn struct {
 	// Immutable after newWSConn.
 	ws       *websocket.Conn
-	conn     net.Conn      // as accepted: a *tls.Conn over raw, or raw itself; writeVec writes to it
+	conn     net.Conn      // as accepted: a *tls.Conn over raw, or raw itself; the writer writes to it (wire)
 	raw      net.Conn      // the TCP connection, closed by Close
 	br       *bufio.Reader // the library reads frames through it; see readMessage
 	secure   bool          // served over TLS (wss)
@@ -101,6 +100,13 @@ func (w *wsConn) Close() error {
 	return err
 }
 
+// release frees the library's state of a connection whose client has been
+// released (server.release), and counts the client out.
+func (w *wsConn) release(m *metrics) {
+	w.ws.CloseNow() // the TCP connection is closed already; this frees the rest
+	m.wsClients.Add(-1)
+}
+
 func (w *wsConn) LocalAddr() net.Addr                { return w.raw.LocalAddr() }
 func (w *wsConn) RemoteAddr() net.Addr               { return w.raw.RemoteAddr() }
 func (w *wsConn) SetDeadline(t time.Time) error      { return w.raw.SetDeadline(t) }
@@ -124,40 +130,38 @@ func (w *wsConn) Read(p []byte) (int, error) {
 }
 
 // Write writes p, complete messages framed as over TCP, as WebSocket
-// messages.
+// messages, in one write call. The writer does the same with encode and wire.
 func (w *wsConn) Write(p []byte) (int, error) {
-	if err := w.writeVec(net.Buffers{p}); err != nil {
+	if _, err := w.conn.Write(w.encode(nil, net.Buffers{p})); err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
 
-// writeVec writes vec, runs of complete messages framed as over TCP, as one
-// WebSocket message each (see appendFramed), in one write call. client.flush
-// calls it for every batch; a blocked write is cut by the write watchdog, as
-// over TCP. A write call is never interleaved with the library's own frames
-// (pongs, pings, close): a net.Conn and a *tls.Conn each write one call's
-// bytes whole, and the library flushes each of its frames in one call.
-func (w *wsConn) writeVec(vec net.Buffers) error {
-	bp := frameBufs.Get().(*[]byte)
-	b := (*bp)[:0]
+// encode appends vec, runs of complete messages framed as over TCP, to dst
+// as one WebSocket message each (see appendFramed). client.flush writes the
+// result for every batch in one call to wire; a blocked write is cut by the
+// write watchdog, as over TCP. That write is never interleaved with the
+// library's own frames (pongs, pings, close): a net.Conn and a *tls.Conn each
+// write one call's bytes whole, and the library flushes each of its frames
+// in one call.
+func (w *wsConn) encode(dst []byte, vec net.Buffers) []byte {
+	if dst == nil {
+		dst = make([]byte, 0, frameBufSize) // once per pooled outbuf (client.go)
+	}
 	for _, data := range vec {
-		b = w.appendFramed(b, data)
+		dst = w.appendFramed(dst, data)
 	}
-	_, err := w.conn.Write(b)
-	if cap(b) <= 2*maxWriteBytes { // keep no buffer a huge message grew
-		*bp = b[:0]
-		frameBufs.Put(bp)
-	}
-	if err != nil {
-		return fmt.Errorf("write: %w", err)
-	}
-	return nil
+	return dst
 }
 
-// frameBufs keeps the writers' frame buffers between batches, so that an idle
-// connection holds none.
-var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
+// frameBufSize is the first size of a writer's frame buffer: a batch of
+// small messages fits in it without growing it.
+const frameBufSize = 32 << 10
+
+// wire returns the connection encode's output is written to: the accepted
+// one, TLS included.
+func (w *wsConn) wire() net.Conn { return w.conn }
 
 // appendFramed appends data, complete messages framed by --framing, to b as
 // WebSocket frames: line: each line without its '\n', as a text message when
@@ -252,6 +256,18 @@ type wsReader struct {
 // new slice that the caller owns, and their count. A close frame from the
 // peer is io.EOF.
 func (r *wsReader) next() ([]byte, int, error) {
+	// Wait for input here, in a small frame, rather than deep in the
+	// library: an idle client's reader then parks on Go's smallest stack
+	// (docs/web.md, idle cost). An error is left for the library to meet
+	// again and report.
+	if br := r.w.br; len(r.rest) == 0 && br != nil && br.Buffered() == 0 {
+		br.Peek(1)
+	}
+	return r.cut()
+}
+
+// cut is next once input has come.
+func (r *wsReader) cut() ([]byte, int, error) {
 	for len(r.rest) == 0 {
 		prefix := 0
 		if r.w.mode == framingLen32 {
@@ -298,12 +314,6 @@ func (r *wsReader) partial() int { return 0 }
 // prefix zero bytes and with room for one more byte. It fails with
 // errMessageTooLong, having read one byte over --max-message and no more.
 func (w *wsConn) readMessage(prefix int) ([]byte, error) {
-	// Wait for input here, not deep in the library: an idle client's reader
-	// then parks on a small stack (docs/web.md, idle cost). An error is
-	// left for the library to meet again and report.
-	if w.br != nil && w.br.Buffered() == 0 {
-		w.br.Peek(1)
-	}
 	_, mr, err := w.ws.Reader(context.Background()) // no deadline: keepalive finds dead peers
 	if err != nil {
 		return nil, wsReadError(err)

@@ -61,6 +61,7 @@ func (b *backplane) publishLoop(sess *bpSession, consumerDone <-chan struct{}) e
 	}
 	info := time.NewTicker(bpInfoEvery)
 	defer info.Stop()
+	delivered := b.lastDelivered.Load() // as of the last tick
 	readersGone, draining := b.readersGone, b.readersGoneClosed()
 	for {
 		if b.inflight == nil && len(b.gather) > 0 {
@@ -100,7 +101,16 @@ func (b *backplane) publishLoop(sess *bpSession, consumerDone <-chan struct{}) e
 				return err
 			}
 		case <-info.C:
-			b.refreshLast(sess)
+			// A consumer that delivers learns the stream's last sequence
+			// from every message (consume); only one that has delivered
+			// nothing for a tick needs to ask. Asking blocks this loop for
+			// a round trip to NATS, acknowledgements and gathering with it,
+			// which every second cost the whole node's latency.
+			if now := b.lastDelivered.Load(); now == delivered {
+				b.refreshLast(sess)
+			} else {
+				delivered = now
+			}
 		case <-readersGone:
 			draining, readersGone = true, nil
 		case <-consumerDone:
@@ -210,7 +220,8 @@ func (b *backplane) unstored() int {
 }
 
 // refreshLast learns the stream's last sequence, so that the lag metric
-// grows while this node delivers nothing (its clients are slow).
+// grows while this node delivers nothing (its clients are slow). It waits
+// for NATS, for at most half a tick.
 func (b *backplane) refreshLast(sess *bpSession) {
 	ctx, cancel := context.WithTimeout(context.Background(), bpInfoEvery/2)
 	defer cancel()

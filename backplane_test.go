@@ -101,9 +101,16 @@ func startNATSCluster(t *testing.T, n int) []*natsServer {
 		routes = append(routes, fmt.Sprintf("nats://%s", ns.srv.ClusterAddr()))
 		servers = append(servers, ns)
 	}
+	// A stream with n replicas can be placed once the meta leader knows n
+	// peers that run JetStream and have sent it their stats: a leader alone
+	// is not enough (on a busy machine, creating the stream then failed
+	// with "no suitable peers for placement").
 	waitFor(t, 30*time.Second, func() error {
 		for _, ns := range servers {
 			if ns.srv.JetStreamIsLeader() {
+				if peers := ns.srv.JetStreamClusterPeers(); len(peers) < n {
+					return fmt.Errorf("JetStream meta leader knows %d of %d peers: %v", len(peers), n, peers)
+				}
 				return nil
 			}
 		}

@@ -129,3 +129,45 @@ func TestBackplaneMessagesJoinReads(t *testing.T) {
 		})
 	}
 }
+
+// FuzzBackplaneMessages feeds backplane.messages any header and data, as any
+// publisher on the stream's subject could: it must never panic, and it hands
+// the hub either nothing (the message counted as lost) or the data's
+// described bytes, in order, each message with no room to append into the
+// next.
+func FuzzBackplaneMessages(f *testing.F) {
+	f.Add("7:2:1 3:4:2 9:2:1", []byte("a\nb\nc\nd\n"), true)
+	f.Add("7:2:1 9:9:1", []byte("a\nb\n"), false)
+	f.Add("7:2", []byte("a\n"), false)
+	f.Add("", []byte("x\ny\n"), false)
+	f.Add("1:-1:1 :: 18446744073709551616:1:1", []byte("abc"), true)
+	f.Fuzz(func(t *testing.T, parts string, data []byte, local bool) {
+		cfg := testConfig()
+		cfg.excludeSender = true
+		b := &backplane{
+			cfg: cfg, node: "self", maxFrame: 8, hub: &hub{maxBatchMsgs: 3},
+			senders: map[uint64]*client{7: {id: 7}}, lossLog: zerolog.Nop(),
+		}
+		msg := streamMsg{data: data, hdr: nats.Header{}}
+		if parts != "" {
+			msg.hdr.Set(hdrParts, parts)
+			if local {
+				msg.hdr.Set(hdrNode, "self")
+			}
+		}
+		ms := b.messages(msg, nil)
+		if b.lost.Load() > 0 && len(ms) > 0 {
+			t.Fatalf("%d messages handed over for a message counted as lost", len(ms))
+		}
+		var joined []byte
+		for _, m := range ms {
+			if cap(m.data) != len(m.data) || m.count <= 0 {
+				t.Fatalf("message %q: cap %d, count %d", m.data, cap(m.data), m.count)
+			}
+			joined = append(joined, m.data...)
+		}
+		if !strings.HasPrefix(string(data), string(joined)) {
+			t.Fatalf("handed over %q, not a prefix of the data %q", joined, data)
+		}
+	})
+}

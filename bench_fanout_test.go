@@ -60,18 +60,25 @@ func startFanout(b *testing.B, clients int) (pub net.Conn, readers []net.Conn) {
 
 func benchmarkFanout(b *testing.B, clients, size int) {
 	pub, readers := startFanout(b, clients)
+	driveFanout(b, pub, readers, size, int64(size))
+}
+
+// driveFanout has pub publish b.N lines of size bytes, as fast as the server
+// takes them, and waits until every reader has read b.N times wire bytes
+// (what one line costs on the readers' wire); it reports deliveries/s.
+func driveFanout(b *testing.B, pub net.Conn, readers []net.Conn, size int, wire int64) {
 	chunk := []byte(strings.Repeat(strings.Repeat("x", size-1)+"\n", max(1, 64<<10/size)))
 	perChunk := len(chunk) / size
 
-	bufs := make([][]byte, clients) // before the timer: allocations are the server's alone
+	bufs := make([][]byte, len(readers)) // before the timer: allocations are the server's alone
 	for i := range bufs {
 		bufs[i] = make([]byte, 64<<10)
 	}
 
-	b.SetBytes(int64(size * clients))
+	b.SetBytes(int64(size * len(readers)))
 	b.ReportAllocs()
 	b.ResetTimer()
-	want := int64(b.N) * int64(size)
+	want := int64(b.N) * wire
 	var wg sync.WaitGroup
 	for i, r := range readers {
 		wg.Go(func() {
@@ -94,7 +101,7 @@ func benchmarkFanout(b *testing.B, clients, size int) {
 	}
 	wg.Wait()
 	b.StopTimer()
-	b.ReportMetric(float64(b.N)*float64(clients)/b.Elapsed().Seconds(), "deliveries/s")
+	b.ReportMetric(float64(b.N)*float64(len(readers))/b.Elapsed().Seconds(), "deliveries/s")
 }
 
 // BenchmarkFanoutRound measures the latency of one fan-out round: one line
@@ -344,40 +351,5 @@ func benchmarkFanoutWS(b *testing.B, clients, size int) {
 	for s.m.clients.Load() != int64(clients+1) {
 		time.Sleep(time.Millisecond)
 	}
-	chunk := []byte(strings.Repeat(strings.Repeat("x", size-1)+"\n", max(1, 64<<10/size)))
-	perChunk := len(chunk) / size
-	wire := int64(len(appendFrame(nil, 0, make([]byte, size-1)))) // what one line costs on the wire
-
-	bufs := make([][]byte, clients) // before the timer: allocations are the server's alone
-	for i := range bufs {
-		bufs[i] = make([]byte, 64<<10)
-	}
-
-	b.SetBytes(int64(size * clients))
-	b.ReportAllocs()
-	b.ResetTimer()
-	want := int64(b.N) * wire
-	var wg sync.WaitGroup
-	for i, r := range readers {
-		wg.Go(func() {
-			buf := bufs[i]
-			for got := int64(0); got < want; {
-				r.SetReadDeadline(time.Now().Add(time.Minute))
-				n, err := r.Read(buf)
-				if err != nil {
-					b.Errorf("reader: %v after %d of %d bytes", err, got, want)
-					return
-				}
-				got += int64(n)
-			}
-		})
-	}
-	for left := b.N; left > 0; left -= perChunk {
-		if _, err := pub.Write(chunk[:min(left, perChunk)*size]); err != nil {
-			b.Fatal(err)
-		}
-	}
-	wg.Wait()
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)*float64(clients)/b.Elapsed().Seconds(), "deliveries/s")
+	driveFanout(b, pub, readers, size, int64(len(appendFrame(nil, 0, make([]byte, size-1)))))
 }

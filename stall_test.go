@@ -53,6 +53,23 @@ func (r *stallRig) publish(n int) time.Duration {
 
 func (r *stallRig) stop() { stopHub(r.h, append(r.healthy, r.others...)...) }
 
+// holds publishes past the frozen readers and checks that the stream was
+// held from lo to hi (no upper bound if hi is 0).
+func (r *stallRig) holds(what string, lo, hi time.Duration) {
+	r.t.Helper()
+	if took := r.publish(50); took < lo || hi > 0 && took > hi {
+		r.t.Errorf("%s: publishing took %v; want %v to %v", what, took, lo, hi)
+	}
+}
+
+// frozenGone checks that every frozen reader has been disconnected.
+func (r *stallRig) frozenGone() {
+	r.t.Helper()
+	if got, want := r.h.m.clients.Load(), int64(len(r.healthy)); got != want {
+		r.t.Errorf("clients = %d; want %d, every frozen reader disconnected", got, want)
+	}
+}
+
 // TestStallFrozenTogether: k readers frozen at once, fewer than the healthy
 // ones, hold the stream about one stall limit in all, not one each: the
 // stall clock is each client's blocked write, not the hub's wait.
@@ -68,9 +85,7 @@ func TestStallFrozenTogether(t *testing.T) {
 				if took := r.publish(200); took < limit || took > limit+time.Second {
 					t.Errorf("with %d frozen readers publishing took %v; want about one stall limit (%v)", k, took, limit)
 				}
-				if got, want := r.h.m.clients.Load(), int64(len(r.healthy)); got != want {
-					t.Errorf("clients = %d; want %d, every frozen reader disconnected", got, want)
-				}
+				r.frozenGone()
 				r.stop()
 			})
 		})
@@ -84,21 +99,13 @@ func TestStallPenalty(t *testing.T) {
 		r := newStallRig(t)
 		limit := r.h.cfg.stallLimit
 		r.frozen("first", "127.0.0.2:4001")
-		if took := r.publish(50); took < limit {
-			t.Errorf("first frozen reader: publishing took %v; want the stall limit, %v", took, limit)
-		}
+		r.holds("first frozen reader", limit, 0)
 		r.frozen("again", "127.0.0.2:4002")
-		if took := r.publish(50); took > r.base+stallTick {
-			t.Errorf("a reconnect from the address: publishing took %v; want no wait (%v)", took, r.base)
-		}
-		if got, want := r.h.m.clients.Load(), int64(len(r.healthy)); got != want {
-			t.Errorf("clients = %d; want %d, the reconnect disconnected", got, want)
-		}
+		r.holds("a reconnect from the address", 0, r.base+stallTick)
+		r.frozenGone()
 		time.Sleep(penaltyTime) // the budget refills too
 		r.frozen("later", "127.0.0.2:4003")
-		if took := r.publish(50); took < limit {
-			t.Errorf("after penaltyTime: publishing took %v; want the stall limit, %v", took, limit)
-		}
+		r.holds("after penaltyTime", limit, 0)
 		r.stop()
 	})
 }
@@ -123,9 +130,7 @@ func TestStallBudgetReconnects(t *testing.T) {
 		if held < limit || held > budget+rounds*r.base {
 			t.Errorf("%d reconnects held the stream %v in all; want the stall budget, %v, at most", rounds, held, budget)
 		}
-		if got, want := r.h.m.clients.Load(), int64(len(r.healthy)); got != want {
-			t.Errorf("clients = %d; want %d, every frozen reader disconnected", got, want)
-		}
+		r.frozenGone()
 		r.stop()
 	})
 }
@@ -143,25 +148,15 @@ func TestStallBudgetEstablished(t *testing.T) {
 		freeze := make(chan struct{})
 		go veteran.drainUntil(freeze)
 		r.frozen("first", "127.0.0.2:4000")
-		if took := r.publish(50); took < limit {
-			t.Errorf("first frozen reader: publishing took %v; want the stall limit, %v", took, limit)
-		}
+		r.holds("first frozen reader", limit, 0)
 		r.frozen("newcomer", "127.0.0.3:4000")
-		if took := r.publish(50); took > r.base+5*stallTick {
-			t.Errorf("a new frozen reader with the budget spent: publishing took %v; want what refilled meanwhile", took)
-		}
+		r.holds("a new frozen reader with the budget spent", 0, r.base+5*stallTick)
 		close(freeze)
-		if took := r.publish(50); took < limit {
-			t.Errorf("a reader connected before froze: publishing took %v; want the stall limit, %v", took, limit)
-		}
+		r.holds("a reader connected before froze", limit, 0)
 		time.Sleep(budgetWindow) // full again
 		r.frozen("later", "127.0.0.4:4000")
-		if took := r.publish(50); took < limit {
-			t.Errorf("a minute later: publishing took %v; want the stall limit, %v", took, limit)
-		}
-		if got, want := r.h.m.clients.Load(), int64(len(r.healthy)); got != want {
-			t.Errorf("clients = %d; want %d, every frozen reader disconnected", got, want)
-		}
+		r.holds("a minute later", limit, 0)
+		r.frozenGone()
 		r.stop()
 	})
 }

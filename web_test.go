@@ -24,17 +24,7 @@ func TestWebShutdown(t *testing.T) {
 	bob := dialWS(t, url, "bob", nil)
 	ts.waitClients(t, 2)
 	const n = 500
-	publishLines(t, alice, n, 64)
-	waitFor(t, 5*time.Second, func() error {
-		if got := ts.m.messagesReceived.Load(); got != n {
-			return fmt.Errorf("messages received = %d; want %d", got, n)
-		}
-		return nil
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	shut := make(chan error, 1)
-	go func() { shut <- ts.Shutdown(ctx) }()
+	shut := publishThenShutdown(t, ts, alice, n, 64)
 	for i := range n {
 		expectWS(t, bob, websocket.MessageText, strings.TrimSuffix(line("alice", i, 64), "\n"))
 	}
@@ -57,17 +47,7 @@ func TestWebShutdownStopsAccepting(t *testing.T) {
 	bob := frozenWS(t, url) // reads nothing until the drain has begun: Shutdown waits for it
 	ts.waitClients(t, 2)
 	const n, size = 400, 512 // far more than the socket buffers hold, well under --queue and --max-pending
-	publishLines(t, alice, n, size)
-	waitFor(t, 5*time.Second, func() error {
-		if got := ts.m.messagesReceived.Load(); got != n {
-			return fmt.Errorf("messages received = %d; want %d", got, n)
-		}
-		return nil
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	shut := make(chan error, 1)
-	go func() { shut <- ts.Shutdown(ctx) }()
+	shut := publishThenShutdown(t, ts, alice, n, size)
 
 	waitFor(t, 5*time.Second, func() error {
 		if !ts.shuttingDown() {
@@ -302,4 +282,23 @@ func TestWebFlags(t *testing.T) {
 	if err := app.Run([]string{"serve", "--web-listen", "127.0.0.1:8080"}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// publishThenShutdown has pub publish n lines of size bytes, waits until the
+// hub has read them all, and starts ts.Shutdown, with 5 s to drain; the
+// channel yields what it returns.
+func publishThenShutdown(t *testing.T, ts *testServer, pub *testConn, n, size int) <-chan error {
+	t.Helper()
+	publishLines(t, pub, n, size)
+	waitFor(t, 5*time.Second, func() error {
+		if got := ts.m.messagesReceived.Load(); got != uint64(n) {
+			return fmt.Errorf("messages received = %d; want %d", got, n)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	shut := make(chan error, 1)
+	go func() { shut <- ts.Shutdown(ctx) }()
+	return shut
 }

@@ -33,10 +33,9 @@ type stallBudget struct {
 // true, or reports false when c is behind the others: its socket has taken
 // nothing for its allowance (a write blocked all that time, see allowance)
 // and at least half of the other clients have room. A client whose writer is
-// merely waiting for a CPU is never judged.
-// When everyone is behind, the hub goes on waiting, and so slows its intake;
-// a writer stuck past --write-timeout is closed and then discards, so the
-// wait always ends.
+// merely waiting for a CPU is never judged. When everyone is behind, the hub
+// goes on waiting, and so slows its intake; a writer stuck past
+// --write-timeout is closed and then discards, so the wait always ends.
 //
 // The stall clock is the client's own, its writer's blocked write, not this
 // wait's: k readers frozen at once are judged together, after about one

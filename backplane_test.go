@@ -736,7 +736,9 @@ func TestBackplaneShutdownNATSDown(t *testing.T) {
 		}
 		return nil
 	})
-	sendLines(t, alice, "alice", 0, 20)
+	// One write: a few reads, so that all 20 fit the readers' hand-over
+	// queue (publishQueue reads) while nothing takes from it.
+	publishLines(t, alice, 20, 32)
 	waitFor(t, 5*time.Second, func() error {
 		if got := a.m.messagesReceived.Load(); got != 20 {
 			return fmt.Errorf("messages read = %d; want 20", got)

@@ -233,7 +233,7 @@ func (c *client) writeLoop() {
 	defer close(c.writerDone)
 	for b := range c.send {
 		if err := c.write(b); err != nil {
-			c.close(writeReason(err))
+			c.close(c.writeReason(err))
 			c.log.Debug().Err(err).Msg("write failed")
 			for b := range c.send {
 				c.dequeue(c.share(b.msgs))
@@ -354,10 +354,16 @@ func (c *client) share(msgs []message) (n, size int) {
 	return n, size
 }
 
-// writeReason maps a failed write to a close reason.
-func writeReason(err error) closeReason {
+// writeReason maps a failed write to a close reason. A WebSocket peer that
+// sent a close frame has been answered by the library at once, queue or not,
+// and may then close the connection under a write: it left as it said it
+// would (eof), whichever of the writer and the reader notices first.
+func (c *client) writeReason(err error) closeReason {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return reasonWriteTimeout
+	}
+	if wc, ok := c.conn.(*wsConn); ok && wc.closeSent.Load() {
+		return reasonEOF
 	}
 	return reasonWriteError
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -211,7 +212,7 @@ func (web *webServer) upgrade(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.m.wsUpgrades.Add(1)
-	wc := newWSConn(ws, conn, raw, sb.br, &s.cfg)
+	wc := newWSConn(ws, conn, raw, sb, &s.cfg)
 	c, reason, code, notice := web.admit(wc)
 	if c == nil {
 		s.m.closes[reason].Add(1)
@@ -298,7 +299,25 @@ const (
 // than net/http's, so that an idle WebSocket client costs less (docs/web.md).
 type smallBuffers struct {
 	http.ResponseWriter
-	br *bufio.Reader // set by Hijack: what the library reads frames from
+	br        *bufio.Reader // set by Hijack: what the library reads frames from
+	closeSent atomic.Bool   // the library has sent a close frame (see closeWatch)
+}
+
+// A closeWatch is the connection the library writes its own frames to. It
+// notes a close frame going out, which the library sends at once when the
+// peer's arrives: from then on a failed write means that the peer left as it
+// said it would (see client.writeReason). The library flushes each of its
+// frames in one call, so a close frame starts a Write.
+type closeWatch struct {
+	net.Conn
+	sent *atomic.Bool
+}
+
+func (c closeWatch) Write(p []byte) (int, error) {
+	if len(p) > 0 && p[0] == 0x88 { // FIN and the close opcode; a server's frames are not masked
+		c.sent.Store(true)
+	}
+	return c.Conn.Write(p)
 }
 
 // Hijack hijacks the connection, and carries over whatever net/http had
@@ -321,7 +340,7 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		br.Peek(early) // into br's buffer: the library keeps what is buffered, not r
 	}
 	w.br = br
-	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(conn, wsWriteBuffer)), nil
+	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(closeWatch{conn, &w.closeSent}, wsWriteBuffer)), nil
 }
 
 // A webListener applies the accept-time settings of TCP clients (keepalive,

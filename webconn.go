@@ -44,16 +44,17 @@ const shutdownCloseText = "echohub: server shutting down"
 // WebSocket message's boundaries.
 type wsConn struct {
 	// Immutable after newWSConn.
-	ws       *websocket.Conn
-	conn     net.Conn      // as accepted: a *tls.Conn over raw, or raw itself; the writer writes to it (wire)
-	raw      net.Conn      // the TCP connection, closed by Close
-	br       *bufio.Reader // the library reads frames through it; see readMessage
-	secure   bool          // served over TLS (wss)
-	mode     framing       // --framing
-	max      int           // --max-message
-	ctx      context.Context
-	cancel   context.CancelFunc // ends keepalive pings; called by Close
-	readOnce sync.Once          // makes stream, for Read
+	ws        *websocket.Conn
+	conn      net.Conn      // as accepted: a *tls.Conn over raw, or raw itself; the writer writes to it (wire)
+	raw       net.Conn      // the TCP connection, closed by Close
+	br        *bufio.Reader // the library reads frames through it; see readMessage
+	closeSent *atomic.Bool  // the library has sent a close frame (closeWatch)
+	secure    bool          // served over TLS (wss)
+	mode      framing       // --framing
+	max       int           // --max-message
+	ctx       context.Context
+	cancel    context.CancelFunc // ends keepalive pings; called by Close
+	readOnce  sync.Once          // makes stream, for Read
 
 	// Accessed atomically: the reader and web.ping store, the keepalive
 	// loop reads.
@@ -68,9 +69,9 @@ type wsConn struct {
 }
 
 // newWSConn returns the adapter for ws, which was upgraded on conn.
-func newWSConn(ws *websocket.Conn, conn, raw net.Conn, br *bufio.Reader, cfg *config) *wsConn {
+func newWSConn(ws *websocket.Conn, conn, raw net.Conn, sb *smallBuffers, cfg *config) *wsConn {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &wsConn{ws: ws, conn: conn, raw: raw, br: br, mode: cfg.framing, max: cfg.maxMessage, ctx: ctx, cancel: cancel}
+	w := &wsConn{ws: ws, conn: conn, raw: raw, br: sb.br, closeSent: &sb.closeSent, mode: cfg.framing, max: cfg.maxMessage, ctx: ctx, cancel: cancel}
 	w.secure = conn != raw
 	w.lastSeen.Store(time.Now().UnixNano())
 	// One byte over --max-message is how an over-long message is noticed;

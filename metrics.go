@@ -35,6 +35,7 @@ type metrics struct {
 	fanouts           atomic.Uint64 // batches the hub fanned out
 	hubStalls         atomic.Uint64 // times the hub waited for room in a full queue (backpressure)
 	hubStallNanos     atomic.Uint64 // and for how long in all
+	slowWaitNanos     atomic.Uint64 // of that, waiting on clients then judged slow: what the stall budget bounds
 	apiConns          atomic.Int64  // gauge: HTTP API connections open (limitListener)
 	apiAccepted       atomic.Uint64 // HTTP API connections accepted
 	dropped           [numDropReasons]atomic.Uint64
@@ -90,6 +91,7 @@ type metricsCollector struct {
 	fanouts           *prometheus.Desc
 	hubStalls         *prometheus.Desc
 	hubStallSeconds   *prometheus.Desc
+	slowWaitSeconds   *prometheus.Desc
 	pendingBytes      *prometheus.Desc
 	pendingMessages   *prometheus.Desc
 	apiConns          *prometheus.Desc
@@ -120,6 +122,7 @@ func newMetricsCollector(s *server) *metricsCollector {
 		fanouts:           desc("fanouts_total", "Batches the hub fanned out: messages_received_total over it is the mean batch, each one write per client."),
 		hubStalls:         desc("hub_stalls_total", "Times the hub waited for room in a client's full queue, slowing intake (backpressure)."),
 		hubStallSeconds:   desc("hub_stall_seconds_total", "Time the hub spent waiting for room in full queues."),
+		slowWaitSeconds:   desc("slow_wait_seconds_total", "Of that, time spent on clients then judged slow: the stall budget allows one --stall-limit a minute of it to clients that connect meanwhile."),
 		pendingBytes:      desc("queue_pending_bytes", "Bytes queued for connected clients and not yet written, summed over clients."),
 		pendingMessages:   desc("queue_pending_messages", "Messages queued for connected clients and not yet written, summed over clients."),
 		apiConns:          desc("api_connections", "Connections open to this HTTP API; at its cap, new ones wait to be accepted."),
@@ -136,7 +139,7 @@ func (mc *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		mc.clients, mc.connections, mc.messagesReceived, mc.bytesReceived, mc.messagesDelivered,
 		mc.bytesDelivered, mc.dropped, mc.closes, mc.acceptErrors, mc.rateLimited,
-		mc.fanouts, mc.hubStalls, mc.hubStallSeconds, mc.pendingBytes, mc.pendingMessages, mc.apiConns,
+		mc.fanouts, mc.hubStalls, mc.hubStallSeconds, mc.slowWaitSeconds, mc.pendingBytes, mc.pendingMessages, mc.apiConns,
 		mc.apiAccepted,
 	} {
 		ch <- d
@@ -178,6 +181,7 @@ func (mc *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(mc.fanouts, m.fanouts.Load())
 	counter(mc.hubStalls, m.hubStalls.Load())
 	ch <- prometheus.MustNewConstMetric(mc.hubStallSeconds, prometheus.CounterValue, float64(m.hubStallNanos.Load())/1e9)
+	ch <- prometheus.MustNewConstMetric(mc.slowWaitSeconds, prometheus.CounterValue, float64(m.slowWaitNanos.Load())/1e9)
 	msgs, bytes := mc.s.pending()
 	gauge(mc.pendingMessages, msgs)
 	gauge(mc.pendingBytes, bytes)

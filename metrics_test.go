@@ -40,6 +40,7 @@ func wantMetrics() map[string]float64 {
 		"echohub_fanouts_total":               0,
 		"echohub_hub_stalls_total":            0,
 		"echohub_hub_stall_seconds_total":     0,
+		"echohub_slow_wait_seconds_total":     0,
 		"echohub_queue_pending_bytes":         0,
 		"echohub_queue_pending_messages":      0,
 	}
@@ -182,6 +183,11 @@ func TestMetricsDropped(t *testing.T) {
 			// The hub waited the stall limit for slow before it dropped.
 			return fmt.Errorf("hub stalls = %v, for %vs; want at least 1, for at least %v",
 				got["echohub_hub_stalls_total"], got["echohub_hub_stall_seconds_total"], cfg.stallLimit)
+		case got["echohub_slow_wait_seconds_total"] <= 0 ||
+			got["echohub_slow_wait_seconds_total"] > got["echohub_hub_stall_seconds_total"]:
+			// Of that wait, the part on slow, judged slow, is what the stall budget counts.
+			return fmt.Errorf("slow wait = %vs; want more than 0, at most the hub's stall time %vs",
+				got["echohub_slow_wait_seconds_total"], got["echohub_hub_stall_seconds_total"])
 		case dropped+queued+float64(sc.msgsOut.Load()) != n:
 			return fmt.Errorf("slow: dropped %v + queued %v + written %d; want %d", dropped, queued, sc.msgsOut.Load(), n)
 		}

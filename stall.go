@@ -101,6 +101,7 @@ func (h *hub) budgetLeft(now time.Time) time.Duration {
 // spend takes the hub's wait on a client judged slow, from start to now,
 // from the budget.
 func (h *hub) spend(start, now time.Time) {
+	h.m.slowWaitNanos.Add(uint64(now.Sub(start)))
 	h.budgetLeft(now)
 	h.budget.left = max(0, h.budget.left-now.Sub(start))
 	if h.budget.drawn.IsZero() {

@@ -43,15 +43,16 @@ const (
 type webServer struct {
 	// Immutable after listenWeb.
 	s       *server
-	ln      net.Listener // owned by srv once serve runs
+	ln      *webListener // owned by srv once serve runs
 	srv     *http.Server
 	accept  *websocket.AcceptOptions
 	csp     string         // Content-Security-Policy of the page
 	log     zerolog.Logger // s.log with "transport": "ws" or "wss", shared by every WebSocket client
 	refused zerolog.Logger // s.log, sampled: refusals come from many handlers at once, and a storm must not flood the log
 
-	// Set by stopAccepting, step 1 of the hub server's Shutdown.
-	stopping context.Context    // cancelled by stopAccepting: the keepalive loop returns and pings in flight stop waiting
+	// Made by listenWeb; stopAccepting, step 1 of the hub server's Shutdown,
+	// cancels stopping and begins net/http's shutdown.
+	stopping context.Context    // the keepalive loop returns and pings in flight stop waiting once it is done
 	stop     context.CancelFunc // cancels stopping
 	stopOnce sync.Once
 	httpDone chan struct{} // closed once net/http's shutdown, begun by stopAccepting, has returned
@@ -167,7 +168,7 @@ func (web *webServer) stopAccepting() {
 			}
 			web.ln.Close() // if serve never ran, net/http had no listener to close
 		}()
-		<-web.ln.(*webListener).closed
+		<-web.ln.closed
 	})
 }
 

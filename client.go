@@ -80,15 +80,18 @@ type client struct {
 	ingress     *ingress       // --rate: slows readLoop; nil when unlimited (limits.go)
 
 	// Owned by the hub goroutine (hub.run).
-	index   int  // position in hub.clients; -1 when not registered
-	reading bool // registered and readLoop has not left
-	lagging bool // --slow=drop: fell behind; skipped without waiting while its queue is half full
-	ownMsgs int  // --exclude-sender: this client's messages in the batch being fanned out
+	index   int    // position in hub.clients; -1 when not registered
+	reading bool   // registered and readLoop has not left
+	lagging bool   // --slow=drop: fell behind; skipped without waiting while its queue is half full
+	ownMsgs int    // --exclude-sender: this client's messages in the batch being fanned out
+	spilled bool   // the hub went on without c and keeps what it misses (spill.go)
+	next    uint64 // spilled: the sequence of the next batch c needs from the spill
+	spillAt int    // spilled: c's position in the spill's clients
 
 	// Accessed atomically: the hub adds, writeLoop subtracts.
 	pendingMsgs  atomic.Int64 // messages queued, bounded by --queue
 	pendingBytes atomic.Int64 // bytes queued, bounded by --max-pending
-	stalled      atomic.Bool  // set by the hub while it waits for room in this queue
+	stalled      atomic.Bool  // set by the hub while it waits for room in this queue, or c is spilled
 	writingSince atomic.Int64 // set by writeLoop: UnixNano when the write in progress began, 0 between writes; read by the hub and watchWrites
 
 	// --backplane only: written by its publisher, read by settle.

@@ -341,6 +341,7 @@ func TestClientSlow(t *testing.T) {
 			cfg.slow = policy
 			cfg.queue, cfg.maxPending = 64, 64<<10
 			cfg.writeTimeout = time.Minute // so only the slow-client rule can act
+			cfg.spillBuffer = 0            // the rule as it applies once the spill is full
 			// Shorter than the default, so the test is quick; still long
 			// enough for alice, bob and pub, goroutines of this busy process.
 			cfg.stallLimit = 2 * time.Second
@@ -400,17 +401,17 @@ func TestClientSlow(t *testing.T) {
 }
 
 // TestClientFrozenReaders: k readers that never read pause the healthy ones
-// about one stall limit in all, not one each, on real sockets: each frozen
-// reader's clock is its own blocked write.
+// about one --stall-pause in all, not one each, on real sockets: each frozen
+// reader's clock is its own blocked write. --write-timeout closes them.
 func TestClientFrozenReaders(t *testing.T) {
 	for _, k := range []int{1, 2, 4} {
 		t.Run(fmt.Sprintf("frozen=%d", k), func(t *testing.T) {
 			cfg := testConfig()
 			cfg.queue, cfg.maxPending = 64, 64<<10
-			cfg.writeTimeout = time.Minute // so only the slow-client rule can act
-			// As in TestClientSlow: long enough for pub, alice, bob and carol,
-			// goroutines of this busy process.
-			cfg.stallLimit = 2 * time.Second
+			// What closes a frozen reader the hub went on without; long
+			// enough for pub, alice, bob and carol, goroutines of this busy
+			// process.
+			cfg.writeTimeout = 3 * time.Second
 			ts := startTestServer(t, cfg)
 			healthy := []*testConn{dial(t, ts.addr, "pub")}
 			for _, name := range []string{"alice", "bob", "carol", "dave"} {
@@ -430,17 +431,19 @@ func TestClientFrozenReaders(t *testing.T) {
 			ts.waitClients(t, len(healthy))
 			longest := slices.Max(stalls)
 			t.Logf("longest wait for a line: %v", longest)
-			if longest > cfg.stallLimit+cfg.stallLimit/2 {
-				t.Errorf("with %d frozen readers the longest wait for a line = %v; want about one stall limit (%v)", k, longest, cfg.stallLimit)
+			if longest > cfg.stallPause+time.Second {
+				t.Errorf("with %d frozen readers the longest wait for a line = %v; want about one stall pause (%v)", k, longest, cfg.stallPause)
+			}
+			if got := ts.closes(reasonWriteTimeout); got != uint64(k) {
+				t.Errorf("closes{write_timeout} = %d; want %d", got, k)
 			}
 		})
 	}
 }
 
 // TestClientFastPublisher: one publisher writing as fast as it can to 100
-// readers that keep reading disconnects nobody and loses nothing, while one
-// reader that stops reading is cut off without stalling the rest for more
-// than a moment.
+// readers that keep reading disconnects nobody and loses nothing, while the
+// hub goes on without one reader that stops reading, after a moment.
 func TestClientFastPublisher(t *testing.T) {
 	cfg := testConfig()
 	cfg.writeTimeout = time.Minute // a stall of the write timeout would show
@@ -467,15 +470,14 @@ func TestClientFastPublisher(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	ts.waitClients(t, 101)
-	waitFor(t, 5*time.Second, func() error {
-		if got := ts.closes(reasonSlowClient); got != 1 {
-			return fmt.Errorf("closes{slow_client} = %d; want 1, the frozen reader", got)
-		}
-		return nil
-	})
-	// Generous: the frozen reader may hold the stream for the stall limit, and
-	// this machine is busy; the write timeout (a minute) must not show.
+	if got := ts.m.clients.Load(); got != 102 {
+		t.Errorf("clients = %d; want 102, nobody disconnected", got)
+	}
+	if got := ts.m.spills.Load(); got < 1 {
+		t.Errorf("spills = %d; want at least 1, the frozen reader (a reader starved in this busy process may be another)", got)
+	}
+	// Generous: the hub may wait on a reader starved in this busy process
+	// for the stall limit; the write timeout (a minute) must not show.
 	t.Logf("longest wait for a line: %v", slices.Max(stalls))
 	if longest := slices.Max(stalls); longest > 20*time.Second {
 		t.Errorf("longest wait for a line = %v; want well under the write timeout", longest)

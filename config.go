@@ -61,6 +61,8 @@ type config struct {
 	maxPending      int // per-client queue bound, in bytes
 	slow            slowPolicy
 	stallLimit      time.Duration // how long a client with a full queue and a stuck write may hold the hub before --slow applies
+	stallPause      time.Duration // how long it may hold the hub before the hub goes on without it (spill.go)
+	spillBuffer     int           // bound of the spill, in bytes (spill.go); 0 = off
 	writeTimeout    time.Duration
 	coalesce        time.Duration // after a fan-out, the hub gathers messages this long before the next; 0 = off
 	maxClients      int           // 0 = unlimited
@@ -123,6 +125,8 @@ func defaultConfig() config {
 
 		handshakeTimeout: 5 * time.Second,
 		stallLimit:       defaultStallLimit,
+		stallPause:       defaultStallPause,
+		spillBuffer:      defaultSpillBuffer,
 		api:              defaultAPILimits(),
 
 		bpStream:   "ECHOHUB",
@@ -156,7 +160,9 @@ func serveFlags() []cli.Flag {
 		&cli.IntFlag{Name: "queue", Value: d.queue, Usage: "most messages (`N`) queued for one client", EnvVars: env("queue")},
 		str("max-pending", formatSize(d.maxPending), "most `BYTES` queued for one client"),
 		str("slow", d.slow.String(), "`POLICY` for a client that falls behind: disconnect or drop"),
-		dur("stall-limit", d.stallLimit, "let a stuck client hold up the stream for `DUR` before --slow applies"),
+		dur("stall-pause", d.stallPause, "go on without a stuck client after `DUR`, keeping what it misses"),
+		str("spill-buffer", formatSize(d.spillBuffer), "keep at most `BYTES` for clients left behind, 0 = off"),
+		dur("stall-limit", d.stallLimit, "let a stuck client hold the stream `DUR` before --slow applies"),
 		dur("write-timeout", d.writeTimeout, "close a client whose write blocks longer than `DUR`"),
 		dur("coalesce", d.coalesce, "longest the hub holds messages for busy writers (`DUR`), 0 = never"),
 		&cli.IntFlag{Name: "max-clients", Value: d.maxClients, Usage: "most clients at once (`N`), 0 = unlimited", EnvVars: env("max-clients")},
@@ -176,16 +182,16 @@ func serveFlags() []cli.Flag {
 		str("metrics-listen", d.metricsListen, "HTTP `ADDR` for /metrics, /healthz, /readyz and /clients, empty = off"),
 		&cli.BoolFlag{Name: "pprof", Usage: "also serve /debug/pprof/ on --metrics-listen", EnvVars: env("pprof")},
 		&cli.BoolFlag{Name: "clients-show-addr", Usage: "list clients' remote addresses in /clients", EnvVars: env("clients-show-addr")},
-		str("backplane", "", "NATS `URLS` (comma-separated) of the stream every node shares, empty = this node alone"),
+		str("backplane", "", "NATS `URLS` (comma-separated) of the stream all nodes share, empty = off"),
 		str("backplane-stream", d.bpStream, "JetStream stream and subject `NAME`"),
 		str("backplane-storage", d.bpStorage, "storage `KIND` of a stream this node creates: memory or file"),
 		&cli.IntFlag{Name: "backplane-replicas", Value: d.bpReplicas, Usage: "replicas (`N`) of a stream this node creates, 1 to 5", EnvVars: env("backplane-replicas")},
 		dur("backplane-max-age", d.bpMaxAge, "a stream this node creates keeps messages for `DUR`, 0 = no limit"),
 		str("backplane-max-bytes", formatSize(d.bpMaxBytes), "a stream this node creates keeps at most `BYTES`, oldest dropped, 0 = no limit"),
 		&cli.IntFlag{Name: "backplane-buffer", Value: d.bpBuffer, Usage: "stream messages (`N`) fetched ahead of this node's clients", EnvVars: env("backplane-buffer")},
-		&cli.IntFlag{Name: "backplane-window", Value: d.bpWindow, Usage: "reads (`N`) gathered while a publish awaits acknowledgement, before readers wait", EnvVars: env("backplane-window")},
+		&cli.IntFlag{Name: "backplane-window", Value: d.bpWindow, Usage: "reads (`N`) held while a publish awaits its ack, before readers wait", EnvVars: env("backplane-window")},
 		str("web-listen", d.webListen, "HTTP `ADDR` for the live page and WebSocket clients, empty = off"),
-		&cli.StringSliceFlag{Name: "web-origin", Usage: "also let pages from this origin `PATTERN` open WebSockets (repeatable)", EnvVars: env("web-origin")},
+		&cli.StringSliceFlag{Name: "web-origin", Usage: "also let pages from origin `HOST` (a pattern) open WebSockets (repeatable)", EnvVars: env("web-origin")},
 	}
 }
 
@@ -212,6 +218,9 @@ func configFromCLI(cCtx *cli.Context) (config, error) {
 	cfg.slow, err = parseSlow(cCtx.String("slow"))
 	flagErr("slow", err)
 	cfg.stallLimit = cCtx.Duration("stall-limit")
+	cfg.stallPause = cCtx.Duration("stall-pause")
+	cfg.spillBuffer, err = parseSize(cCtx.String("spill-buffer"))
+	flagErr("spill-buffer", err)
 	cfg.writeTimeout = cCtx.Duration("write-timeout")
 	cfg.coalesce = cCtx.Duration("coalesce")
 	cfg.maxClients = cCtx.Int("max-clients")
@@ -278,6 +287,10 @@ func (cfg config) validate() error {
 			cfg.maxPending, cfg.framing.maxFrame(cfg.maxMessage))
 	case cfg.stallLimit <= 0:
 		return fmt.Errorf("--stall-limit: %v is out of range (want more than 0)", cfg.stallLimit)
+	case cfg.stallPause <= 0 || cfg.stallPause > cfg.stallLimit:
+		return fmt.Errorf("--stall-pause: %v is out of range (more than 0, up to --stall-limit %v)", cfg.stallPause, cfg.stallLimit)
+	case cfg.spillBuffer > maxSize:
+		return fmt.Errorf("--spill-buffer: %d is out of range (at most %d, 1GiB)", cfg.spillBuffer, maxSize)
 	case cfg.writeTimeout <= 0:
 		return fmt.Errorf("--write-timeout: %v is out of range (want more than 0)", cfg.writeTimeout)
 	case cfg.coalesce < 0 || cfg.coalesce > maxCoalesce:

@@ -105,6 +105,7 @@ type hub struct {
 	stall      *time.Timer
 	penalty    map[netip.Addr]time.Time // addresses whose client was closed or skipped as slow, and when (stall.go)
 	budget     stallBudget              // the waiting left to spend on clients judged slow (stall.go)
+	sp         spill                    // what the clients the hub went on without miss (spill.go)
 }
 
 // newHub returns a hub for cfg; run starts it.
@@ -199,6 +200,8 @@ func (h *hub) run() {
 			}
 		case <-h.holdTimer.C:
 			h.flush()
+		case <-h.room: // a spilled client's writer freed room
+			h.feedAll()
 		case <-stop:
 			stop = nil
 		}
@@ -252,16 +255,34 @@ func (h *hub) left(c *client) {
 	}
 	c.reading = false
 	h.reading--
+	if c.closeReason() == reasonWriteTimeout {
+		h.penalize(c) // a frozen reader, closed by the watchdog: see penalized
+	}
 	// closing, not run's own view: a leave may reach the hub before stop
-	// does, and shutdown comes before the readers are stopped.
-	if !h.closing() {
+	// does, and shutdown comes before the readers are stopped. A spilled
+	// client (one that half-closed still reads) stays until it has what it
+	// missed or is judged (see leaveIfDone).
+	if !h.closing() && !c.spilled {
 		h.remove(c, reasonNone)
 	}
 }
 
 // remove unregisters c and closes its send channel; with a reason, it also
-// closes the connection. Only the hub calls it, and only once per client.
+// closes the connection. Only the hub calls it, and only once per client. A
+// client still spilled at shutdown first gets what it missed.
 func (h *hub) remove(c *client, r closeReason) {
+	if c.spilled {
+		if r == reasonNone && !h.catchUp(c) {
+			h.penalize(c)
+			if h.cfg.slow == slowDisconnect {
+				r = reasonSlowClient
+			} else {
+				h.dropSpill(c)
+			}
+		}
+		h.unspill(c)
+		h.trim()
+	}
 	last := len(h.clients) - 1
 	h.clients[c.index] = h.clients[last]
 	h.clients[c.index].index = c.index
@@ -382,6 +403,7 @@ func (b *batch) add(m message) {
 // them for more than a moment (see deliver). It runs on the hub goroutine.
 func (h *hub) fanout(b *batch) {
 	h.m.fanouts.Add(1)
+	h.spillAdd(b)
 	h.settled.Store(h.busy.Load())
 	if h.cfg.excludeSender {
 		for _, m := range b.msgs {
@@ -393,10 +415,11 @@ func (h *hub) fanout(b *batch) {
 	// A queued batch keeps all its bytes alive, c's own messages included
 	// (--exclude-sender), so all of them count toward c's --max-pending.
 	for _, c := range h.clients {
-		if n := b.count - c.ownMsgs; n > 0 {
+		if n := b.count - c.ownMsgs; n > 0 && !c.spilled {
 			h.deliver(c, b, n, b.bytes)
 		}
 	}
+	h.feedAll() // spilled clients get b once they have what they missed
 	if h.cfg.excludeSender {
 		for _, m := range b.msgs {
 			if m.from != nil {
@@ -414,8 +437,9 @@ func (h *hub) fanout(b *batch) {
 // deliver queues b, of which n messages and size bytes are for c. When c's
 // queue is full the hub waits for room, which slows intake and so pushes back
 // on publishers (README), but only while c keeps up with the others: a full
-// client whose write has been blocked for the stall limit while most others
-// have room is slow (stall.go), and is disconnected or, under --slow=drop,
+// client whose write has been blocked for --stall-pause while most others
+// have room is spilled, and the hub goes on without it (spill.go); one that
+// cannot be is slow (stall.go), and is disconnected or, under --slow=drop,
 // skipped until its queue is half empty.
 func (h *hub) deliver(c *client, b *batch, n, size int) {
 	if c.lagging {
@@ -425,16 +449,26 @@ func (h *hub) deliver(c *client, b *batch, n, size int) {
 		}
 		c.lagging = false
 	}
-	if !h.fits(c, n, size) && !h.waitRoom(c, n, size) {
-		h.penalize(c)
-		if h.cfg.slow == slowDrop {
-			c.lagging = true
-			h.drop(c, n, size)
-		} else {
-			h.slow = append(h.slow, c)
+	if !h.fits(c, n, size) {
+		switch h.waitRoom(c, n, size, b) {
+		case goOn:
+			return
+		case slowClient:
+			h.penalize(c)
+			if h.cfg.slow == slowDrop {
+				c.lagging = true
+				h.drop(c, n, size)
+			} else {
+				h.slow = append(h.slow, c)
+			}
+			return
 		}
-		return
 	}
+	h.enqueue(c, b, n, size)
+}
+
+// enqueue queues b, of which n messages and size bytes are for c; they fit.
+func (h *hub) enqueue(c *client, b *batch, n, size int) {
 	c.pendingBytes.Add(int64(size))
 	if c.pendingMsgs.Add(int64(n)) == int64(n) {
 		h.busy.Add(1) // c was idle; its writer subtracts when it is again

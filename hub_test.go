@@ -79,11 +79,22 @@ func (fc *fakeClient) write(b *batch) {
 	fc.dequeue(fc.share(b.msgs))
 }
 
-// freeze plays a writer blocked in a write that never returns, until send
-// is closed (the hub removed it).
+// freeze plays a writer blocked in a write that never returns, as the
+// server sees it: after --write-timeout its watchdog closes the connection,
+// the reader leaves, and the writer discards what it is sent until the hub
+// removes it. It returns early if the hub exits.
 func (fc *fakeClient) freeze() {
 	fc.writingSince.Store(time.Now().UnixNano())
-	for range fc.send {
+	select {
+	case <-time.After(fc.hub.cfg.writeTimeout):
+	case <-fc.hub.done:
+		return
+	}
+	fc.close(reasonWriteTimeout)
+	fc.writingSince.Store(0)
+	go fc.hub.unregister(fc.client)
+	for b := range fc.send {
+		fc.dequeue(fc.share(b.msgs))
 	}
 }
 
@@ -242,14 +253,14 @@ func TestHubEveryoneBehind(t *testing.T) {
 	})
 }
 
-// TestHubFrozenClient: a client whose write never returns holds the stream
-// for the stall limit once; then it is disconnected, or,
-// under --slow=drop, skipped without further stalls.
+// TestHubFrozenClient: without the spill (or with it full), a client whose
+// write never returns holds the stream for the stall limit once; then it is
+// disconnected, or, under --slow=drop, skipped without further stalls.
 func TestHubFrozenClient(t *testing.T) {
 	for _, policy := range []slowPolicy{slowDisconnect, slowDrop} {
 		t.Run(policy.String(), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				cfg := hubConfig()
+				cfg := noSpill()
 				cfg.slow = policy
 				h := startHub(cfg)
 				alice, bob, slow := newFakeClient(t, h, "alice"), newFakeClient(t, h, "bob"), newFakeClient(t, h, "slow")
@@ -522,7 +533,7 @@ func TestHubCoalesceOff(t *testing.T) {
 // since the batch keeps them alive.
 func TestHubExcludeSenderPending(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		cfg := hubConfig()
+		cfg := noSpill() // alice's queue, not the spill, is what is counted here
 		cfg.excludeSender, cfg.slow = true, slowDrop
 		cfg.queue, cfg.maxPending, cfg.maxMessage = 1024, 4096, 1024
 		h := startHub(cfg)

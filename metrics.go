@@ -35,7 +35,9 @@ type metrics struct {
 	fanouts           atomic.Uint64 // batches the hub fanned out
 	hubStalls         atomic.Uint64 // times the hub waited for room in a full queue (backpressure)
 	hubStallNanos     atomic.Uint64 // and for how long in all
-	slowWaitNanos     atomic.Uint64 // of that, waiting on clients then judged slow: what the stall budget bounds
+	slowWaitNanos     atomic.Uint64 // of that, waiting on clients then judged slow or spilled: what the stall budget bounds
+	spills            atomic.Uint64 // times the hub went on without a client, spilling what it missed (spill.go)
+	spillBytes        atomic.Int64  // gauge: what the spill holds, as --spill-buffer counts it
 	apiConns          atomic.Int64  // gauge: HTTP API connections open (limitListener)
 	apiAccepted       atomic.Uint64 // HTTP API connections accepted
 	dropped           [numDropReasons]atomic.Uint64
@@ -92,6 +94,8 @@ type metricsCollector struct {
 	hubStalls         *prometheus.Desc
 	hubStallSeconds   *prometheus.Desc
 	slowWaitSeconds   *prometheus.Desc
+	spills            *prometheus.Desc
+	spillBytes        *prometheus.Desc
 	pendingBytes      *prometheus.Desc
 	pendingMessages   *prometheus.Desc
 	apiConns          *prometheus.Desc
@@ -122,7 +126,9 @@ func newMetricsCollector(s *server) *metricsCollector {
 		fanouts:           desc("fanouts_total", "Batches the hub fanned out: messages_received_total over it is the mean batch, each one write per client."),
 		hubStalls:         desc("hub_stalls_total", "Times the hub waited for room in a client's full queue, slowing intake (backpressure)."),
 		hubStallSeconds:   desc("hub_stall_seconds_total", "Time the hub spent waiting for room in full queues."),
-		slowWaitSeconds:   desc("slow_wait_seconds_total", "Of that, time spent on clients then judged slow: the stall budget allows one --stall-limit a minute of it to clients that connect meanwhile."),
+		slowWaitSeconds:   desc("slow_wait_seconds_total", "Of that, time spent on clients then judged slow or gone on without: the stall budget allows one --stall-limit a minute of it to clients that connect meanwhile."),
+		spills:            desc("spills_total", "Times the hub went on without a client stuck for --stall-pause, keeping what it missed in the spill."),
+		spillBytes:        desc("spill_bytes", "What the spill holds for clients the hub went on without, as --spill-buffer counts it."),
 		pendingBytes:      desc("queue_pending_bytes", "Bytes queued for connected clients and not yet written, summed over clients."),
 		pendingMessages:   desc("queue_pending_messages", "Messages queued for connected clients and not yet written, summed over clients."),
 		apiConns:          desc("api_connections", "Connections open to this HTTP API; at its cap, new ones wait to be accepted."),
@@ -139,7 +145,7 @@ func (mc *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		mc.clients, mc.connections, mc.messagesReceived, mc.bytesReceived, mc.messagesDelivered,
 		mc.bytesDelivered, mc.dropped, mc.closes, mc.acceptErrors, mc.rateLimited,
-		mc.fanouts, mc.hubStalls, mc.hubStallSeconds, mc.slowWaitSeconds, mc.pendingBytes, mc.pendingMessages, mc.apiConns,
+		mc.fanouts, mc.hubStalls, mc.hubStallSeconds, mc.slowWaitSeconds, mc.spills, mc.spillBytes, mc.pendingBytes, mc.pendingMessages, mc.apiConns,
 		mc.apiAccepted,
 	} {
 		ch <- d
@@ -182,6 +188,8 @@ func (mc *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(mc.hubStalls, m.hubStalls.Load())
 	ch <- prometheus.MustNewConstMetric(mc.hubStallSeconds, prometheus.CounterValue, float64(m.hubStallNanos.Load())/1e9)
 	ch <- prometheus.MustNewConstMetric(mc.slowWaitSeconds, prometheus.CounterValue, float64(m.slowWaitNanos.Load())/1e9)
+	counter(mc.spills, m.spills.Load())
+	gauge(mc.spillBytes, m.spillBytes.Load())
 	msgs, bytes := mc.s.pending()
 	gauge(mc.pendingMessages, msgs)
 	gauge(mc.pendingBytes, bytes)

@@ -41,6 +41,8 @@ func wantMetrics() map[string]float64 {
 		"echohub_hub_stalls_total":            0,
 		"echohub_hub_stall_seconds_total":     0,
 		"echohub_slow_wait_seconds_total":     0,
+		"echohub_spills_total":                0,
+		"echohub_spill_bytes":                 0,
 		"echohub_queue_pending_bytes":         0,
 		"echohub_queue_pending_messages":      0,
 	}
@@ -154,6 +156,7 @@ func TestMetricsDropped(t *testing.T) {
 	cfg.queue, cfg.maxPending = 64, 64<<10
 	cfg.writeTimeout = time.Minute
 	cfg.stallLimit = 2 * time.Second // quicker than the default; pub and alice are goroutines of this busy process
+	cfg.spillBuffer = 0              // the hub waits, then drops, as it does once the spill is full
 	cfg.metricsListen = "127.0.0.1:0"
 	ts := startTestServer(t, cfg)
 	base := startTestAPI(t, ts)

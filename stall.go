@@ -12,7 +12,8 @@ const (
 	// it was first drawn on may hold the stream only what it holds.
 	budgetWindow = time.Minute
 	// penaltyTime is how long an address stays marked after a client from it
-	// was closed or skipped as slow; a client that connects from it meanwhile
+	// was closed or skipped as slow, or closed for --write-timeout (a frozen
+	// reader the hub went on without); a client that connects from it meanwhile
 	// gets no allowance at all, so that a frozen reader that reconnects does
 	// not hold the stream again. One budgetWindow: many honest clients can
 	// share an address (a NAT, a proxy), and the budget bounds the rest.
@@ -30,19 +31,22 @@ type stallBudget struct {
 }
 
 // waitRoom waits until n messages of size bytes fit c's queue and reports
-// true, or reports false when c is behind the others: its socket has taken
-// nothing for its allowance (a write blocked all that time, see allowance)
-// and at least half of the other clients have room. A client whose writer is
+// roomFree, or gives up on c when it is behind the others: its socket has
+// taken nothing for a while (a write blocked all that time) and at least half
+// of the other clients have room. Then, if the spill can take b, the batch c
+// misses, and c's allowance (see allowance) is longer than --stall-pause, it
+// reports goOn after --stall-pause, and otherwise slowClient after the
+// allowance. b is nil for a client spilled already. A client whose writer is
 // merely waiting for a CPU is never judged. When everyone is behind, the hub
 // goes on waiting, and so slows its intake; a writer stuck past
 // --write-timeout is closed and then discards, so the wait always ends.
 //
 // The stall clock is the client's own, its writer's blocked write, not this
 // wait's: k readers frozen at once are judged together, after about one
-// allowance in all, whichever of them the hub happens to wait on first.
-func (h *hub) waitRoom(c *client, n, size int) bool {
+// pause in all, whichever of them the hub happens to wait on first.
+func (h *hub) waitRoom(c *client, n, size int, b *batch) verdict {
 	c.stalled.Store(true) // before fits: a writer that frees room after it signals
-	defer c.stalled.Store(false)
+	defer func() { c.stalled.Store(c.spilled) }()
 	start := time.Now()
 	h.m.hubStalls.Add(1)
 	defer func() { h.m.hubStallNanos.Add(uint64(time.Since(start))) }()
@@ -52,14 +56,23 @@ func (h *hub) waitRoom(c *client, n, size int) bool {
 		select {
 		case <-h.room:
 		case now := <-h.stall.C:
-			if h.stuck(c, now, h.allowance(c, now)) && h.behind(c) {
+			allow := h.allowance(c, now)
+			wait := allow
+			if b != nil && allow > h.cfg.stallPause && h.spillFits(b) {
+				wait = h.cfg.stallPause
+			}
+			if h.stuck(c, now, wait) && h.behind(c) {
 				h.spend(start, now)
-				return false
+				if wait < allow {
+					h.goOnWithout(c, b, now.Sub(start))
+					return goOn
+				}
+				return slowClient
 			}
 			h.stall.Reset(stallTick)
 		}
 	}
-	return true
+	return roomFree
 }
 
 // allowance returns how long c's write may be blocked before c may be judged
@@ -98,8 +111,8 @@ func (h *hub) budgetLeft(now time.Time) time.Duration {
 	return b.left
 }
 
-// spend takes the hub's wait on a client judged slow, from start to now,
-// from the budget.
+// spend takes the hub's wait on a client judged slow or spilled, from start
+// to now, from the budget.
 func (h *hub) spend(start, now time.Time) {
 	h.m.slowWaitNanos.Add(uint64(now.Sub(start)))
 	h.budgetLeft(now)

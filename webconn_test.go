@@ -197,6 +197,7 @@ func TestWebSlow(t *testing.T) {
 			cfg.slow = policy
 			cfg.queue, cfg.maxPending = 64, 64<<10
 			cfg.writeTimeout = time.Minute // so only the slow-client rule can act
+			cfg.spillBuffer = 0            // the rule as it applies once the spill is full
 			cfg.stallLimit = 2 * time.Second
 			ts, url := startWeb(t, cfg)
 			pub, alice := dial(t, ts.addr, "pub"), dial(t, ts.addr, "alice")

@@ -134,27 +134,38 @@ func TestStallPenalty(t *testing.T) {
 // TestStallBudgetReconnects: a frozen reader that reconnects every 5 s for
 // 40 s, from a new address each time, holds the stream no more than the
 // stall budget allows: one stall limit, then one per budgetWindow (4.8 s in
-// all instead of 24 s). The budget bounds the hub's waits, which the spill
-// shortens to pauses: the test runs without it, where waits are longest.
+// all instead of 24 s), without the spill, where waits are longest. With it,
+// each reconnect pauses the stream --stall-pause at most, within the budget.
 func TestStallBudgetReconnects(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		r := newStallRig(t, noSpill())
-		limit := r.h.cfg.stallLimit
-		const every, rounds = 5 * time.Second, 8
-		var held time.Duration
-		for i := range rounds {
-			r.frozen(fmt.Sprintf("frozen%d", i), fmt.Sprintf("127.0.1.%d:4000", i+1))
-			took := r.publish(50)
-			held += took
-			time.Sleep(every - took%every)
-		}
-		budget := limit + time.Duration(float64(limit)*float64(rounds*every)/float64(budgetWindow))
-		if held < limit || held > budget+rounds*r.base {
-			t.Errorf("%d reconnects held the stream %v in all; want the stall budget, %v, at most", rounds, held, budget)
-		}
-		r.frozenGone()
-		r.stop()
-	})
+	for _, spill := range []bool{false, true} {
+		t.Run(fmt.Sprintf("spill=%v", spill), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				cfg, each := noSpill(), defaultStallLimit
+				if spill {
+					cfg, each = hubConfig(), defaultStallPause
+				}
+				r := newStallRig(t, cfg)
+				limit := r.h.cfg.stallLimit
+				const every, rounds = 5 * time.Second, 8
+				var held time.Duration
+				for i := range rounds {
+					r.frozen(fmt.Sprintf("frozen%d", i), fmt.Sprintf("127.0.1.%d:4000", i+1))
+					took := r.publish(50)
+					if took > each+r.base+5*stallTick {
+						t.Errorf("reconnect %d held the stream %v; want %v at most", i, took, each)
+					}
+					held += took
+					time.Sleep(every - took%every)
+				}
+				budget := limit + time.Duration(float64(limit)*float64(rounds*every)/float64(budgetWindow))
+				if held < each || held > budget+rounds*r.base {
+					t.Errorf("%d reconnects held the stream %v in all; want the stall budget, %v, at most", rounds, held, budget)
+				}
+				r.frozenGone()
+				r.stop()
+			})
+		})
+	}
 }
 
 // TestStallBudgetEstablished: a client connected before the budget was

@@ -24,6 +24,33 @@ func (fc *fakeClient) nap(d time.Duration) {
 	fc.drain(time.Millisecond, true)
 }
 
+// napper registers a reader that naps for a second less than the stall
+// limit once the stream reaches it, and checks that the stream paused
+// --stall-pause for it.
+func (r *stallRig) napper() *fakeClient {
+	r.t.Helper()
+	fc := newFakeClient(r.t, r.h, "napper")
+	r.others = append(r.others, fc)
+	go fc.nap(r.h.cfg.stallLimit - time.Second)
+	pause := r.h.cfg.stallPause
+	r.holds("a napping reader", pause, pause+r.base+5*stallTick)
+	return fc
+}
+
+// gotAll waits until fc has received what the healthy readers did since it
+// connected, after the rig's first 50 lines, and checks it is that, in order.
+func (r *stallRig) gotAll(fc *fakeClient) {
+	r.t.Helper()
+	want := r.healthy[1].received()[50:]
+	if r.h.cfg.excludeSender {
+		want = slices.DeleteFunc(want, func(s string) bool { return strings.HasPrefix(s, fc.name) })
+	}
+	settle(r.t, len(want), fc)
+	if got := fc.received(); !slices.Equal(got, want) {
+		r.t.Errorf("%s received %d messages, %q...; want the %d the others did, in order", fc.name, len(got), got[:min(5, len(got))], len(want))
+	}
+}
+
 // TestSpillResumes: a reader that stops for less than the stall limit while
 // the stream goes on pauses it only --stall-pause, and then gets everything
 // it missed, in order, with or without --exclude-sender (it publishes while
@@ -35,27 +62,15 @@ func TestSpillResumes(t *testing.T) {
 				cfg := hubConfig()
 				cfg.excludeSender = exclude
 				r := newStallRig(t, cfg)
-				napper := newFakeClient(t, r.h, "napper")
-				r.others = append(r.others, napper)
-				nap := r.h.cfg.stallLimit - time.Second
-				go napper.nap(nap)
-				pause := r.h.cfg.stallPause
 				start := time.Now()
-				r.holds("a napping reader", pause, pause+r.base+5*stallTick)
+				napper := r.napper()
 				for i := range 10 {
-					napper.publish(fmt.Sprintf("n%d\n", i))
+					napper.publish(fmt.Sprintf("napper%d\n", i))
 					r.holds("a napping reader, spilled", 0, r.base+5*stallTick)
 				}
-				want := r.healthy[1].received()[50:] // napper joined after the rig's first 50
-				if exclude {
-					want = slices.DeleteFunc(want, func(s string) bool { return s[0] == 'n' })
-				}
-				settle(t, len(want), napper)
-				if took := time.Since(start); took < nap {
+				r.gotAll(napper)
+				if took, nap := time.Since(start), r.h.cfg.stallLimit-time.Second; took < nap {
 					t.Errorf("napper had everything after %v; want after its nap, %v", took, nap)
-				}
-				if got := napper.received(); !slices.Equal(got, want) {
-					t.Errorf("napper received %d messages, %q...; want the %d the others did, in order", len(got), got[:min(5, len(got))], len(want))
 				}
 				if got := r.h.m.spills.Load(); got != 1 {
 					t.Errorf("spills = %d; want 1", got)
@@ -111,14 +126,9 @@ func TestSpillFull(t *testing.T) {
 func TestSpillShutdown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newStallRig(t, hubConfig())
-		napper := newFakeClient(t, r.h, "napper")
-		go napper.nap(r.h.cfg.stallLimit - time.Second)
-		r.holds("a napping reader", r.h.cfg.stallPause, 0)
-		stopHub(r.h, append(r.healthy, napper)...)
-		settle(t, 50, napper) // its writer drains what the hub queued before it exited
-		if got, want := napper.received(), r.healthy[1].received()[50:]; !slices.Equal(got, want) {
-			t.Errorf("napper received %d messages; want the %d the others did, in order", len(got), len(want))
-		}
+		napper := r.napper()
+		r.stop()
+		r.gotAll(napper) // its writer drains what the hub queued before it exited
 		if got := r.h.m.closes[reasonSlowClient].Load(); got != 0 {
 			t.Errorf("closes{slow_client} = %d; want 0", got)
 		}
@@ -186,19 +196,13 @@ func TestSpillSockets(t *testing.T) {
 func TestSpillLeaves(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newStallRig(t, hubConfig())
-		napper := newFakeClient(t, r.h, "napper")
-		go napper.nap(r.h.cfg.stallLimit - time.Second)
-		r.holds("a napping reader", r.h.cfg.stallPause, 0)
+		napper := r.napper()
 		r.h.unregister(napper.client)
 		synctest.Wait()
 		if got := r.h.m.clients.Load(); got != 6 {
 			t.Errorf("clients = %d right after napper's reader left; want 6, napper kept until it has what it missed", got)
 		}
-		want := r.healthy[1].received()[50:]
-		settle(t, len(want), napper)
-		if got := napper.received(); !slices.Equal(got, want) {
-			t.Errorf("napper received %d messages; want the %d the others did, in order", len(got), len(want))
-		}
+		r.gotAll(napper)
 		if got := r.h.m.clients.Load(); got != 5 {
 			t.Errorf("clients = %d once napper caught up; want 5, napper removed", got)
 		}

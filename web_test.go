@@ -166,16 +166,15 @@ func TestWebKeepalive(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	alice.CloseRead(ctx) // reads (and so answers pings) without expecting messages
-	dialWS(t, url, "mute", nil)
-	ts.waitClients(t, 2)
+	ts.waitClients(t, 1)
 	var aliceSide *wsConn
 	ts.mu.Lock()
-	for c := range ts.conns {
-		if c.id == 1 {
-			aliceSide = c.conn.(*wsConn)
-		}
+	for c := range ts.conns { // alice's, the only one: ids follow the handshakes, not the dials
+		aliceSide = c.conn.(*wsConn)
 	}
 	ts.mu.Unlock()
+	dialWS(t, url, "mute", nil)
+	ts.waitClients(t, 2)
 	start := time.Now()
 	waitCloses(t, ts, reasonReadError, 1)
 	ts.waitClients(t, 1)

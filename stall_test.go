@@ -194,6 +194,39 @@ func TestStallBudgetEstablished(t *testing.T) {
 	})
 }
 
+// TestStallStaggered: readers connected from the start that freeze one after
+// another, not at once, pause the stream --stall-pause each, not the stall
+// limit; none of them is closed as slow. (Their pauses are not taken from
+// the stall budget: see docs/design.md, "What is not bounded".)
+func TestStallStaggered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newStallRig(t, hubConfig())
+		const k = 4 // fewer than the five healthy readers
+		freeze := make([]chan struct{}, k)
+		for i := range freeze {
+			fc := newFakeClient(t, r.h, fmt.Sprintf("veteran%d", i))
+			freeze[i] = make(chan struct{})
+			go fc.drainUntil(freeze[i])
+			r.others = append(r.others, fc)
+		}
+		r.publish(50)
+		pause := r.h.cfg.stallPause
+		for i := range freeze {
+			close(freeze[i])
+			r.holds(fmt.Sprintf("veteran%d frozen", i), pause, pause+r.base+5*stallTick)
+		}
+		for _, fc := range r.others {
+			if why := fc.closeReason(); why != reasonNone {
+				t.Errorf("%s was closed as %v; want it gone on without, kept until --write-timeout", fc.name, why)
+			}
+		}
+		if got := r.h.m.spills.Load(); got != k {
+			t.Errorf("spills = %d; want %d", got, k)
+		}
+		r.stop()
+	})
+}
+
 // drainUntil plays a healthy writer until freeze is closed, then a frozen one.
 func (fc *fakeClient) drainUntil(freeze <-chan struct{}) {
 	for {

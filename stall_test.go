@@ -38,6 +38,15 @@ func noSpill() config {
 	return cfg
 }
 
+// spillCase returns the rig's config with the spill on or off, and how long
+// one frozen reader then holds the stream: --stall-pause, or the stall limit.
+func spillCase(spill bool) (config, time.Duration) {
+	if spill {
+		return hubConfig(), defaultStallPause
+	}
+	return noSpill(), defaultStallLimit
+}
+
 // frozen registers a client from remote whose write never returns.
 func (r *stallRig) frozen(name, remote string) *fakeClient {
 	fc := newFakeClientFrom(r.t, r.h, name, remote)
@@ -94,10 +103,7 @@ func TestStallFrozenTogether(t *testing.T) {
 		for _, k := range []int{1, 2, 4} {
 			t.Run(fmt.Sprintf("spill=%v/frozen=%d", spill, k), func(t *testing.T) {
 				synctest.Test(t, func(t *testing.T) {
-					cfg, want := noSpill(), defaultStallLimit
-					if spill {
-						cfg, want = hubConfig(), defaultStallPause
-					}
+					cfg, want := spillCase(spill)
 					r := newStallRig(t, cfg)
 					for i := range k {
 						r.frozen(fmt.Sprintf("frozen%d", i), "")
@@ -140,10 +146,7 @@ func TestStallBudgetReconnects(t *testing.T) {
 	for _, spill := range []bool{false, true} {
 		t.Run(fmt.Sprintf("spill=%v", spill), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				cfg, each := noSpill(), defaultStallLimit
-				if spill {
-					cfg, each = hubConfig(), defaultStallPause
-				}
+				cfg, each := spillCase(spill)
 				r := newStallRig(t, cfg)
 				limit := r.h.cfg.stallLimit
 				const every, rounds = 5 * time.Second, 8

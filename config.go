@@ -219,6 +219,9 @@ func configFromCLI(cCtx *cli.Context) (config, error) {
 	flagErr("slow", err)
 	cfg.stallLimit = cCtx.Duration("stall-limit")
 	cfg.stallPause = cCtx.Duration("stall-pause")
+	if !cCtx.IsSet("stall-pause") {
+		cfg.stallPause = min(cfg.stallPause, cfg.stallLimit) // a lower --stall-limit takes the default pause down with it
+	}
 	cfg.spillBuffer, err = parseSize(cCtx.String("spill-buffer"))
 	flagErr("spill-buffer", err)
 	cfg.writeTimeout = cCtx.Duration("write-timeout")

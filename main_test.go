@@ -83,6 +83,9 @@ func TestRunBadFlags(t *testing.T) {
 		{"negative burst", []string{"--burst", "-1"}, nil, "--burst: -1 is out of range"},
 		{"negative keepalive", []string{"--keepalive", "-1s"}, nil, "--keepalive: -1s is out of range"},
 		{"zero stall limit", []string{"--stall-limit", "0s"}, nil, "--stall-limit: 0s is out of range"},
+		{"zero stall pause", []string{"--stall-pause", "0s"}, nil, "--stall-pause: 0s is out of range"},
+		{"stall pause past the limit", []string{"--stall-pause", "4s"}, nil, "--stall-pause: 4s is out of range (more than 0, up to --stall-limit 3s)"},
+		{"huge spill buffer", []string{"--spill-buffer", "2GiB"}, nil, "--spill-buffer"},
 		{"negative coalesce", []string{"--coalesce", "-1ms"}, nil, "--coalesce: -1ms is out of range (0 to 1s)"},
 		{"long coalesce", nil, map[string]string{"ECHOHUB_COALESCE": "2s"}, "--coalesce: 2s is out of range (0 to 1s)"},
 	} {
@@ -316,6 +319,12 @@ func TestServeFlagsConfig(t *testing.T) {
 	}
 	if cfg := parse(t, "--coalesce", "0", "--stall-limit", "750ms"); cfg.coalesce != 0 || cfg.stallLimit != 750*time.Millisecond {
 		t.Errorf("flags: coalesce %v, stall limit %v; want 0s, 750ms", cfg.coalesce, cfg.stallLimit)
+	}
+	if cfg := parse(t); cfg.stallPause != defaultStallPause || cfg.spillBuffer != defaultSpillBuffer {
+		t.Errorf("defaults: stall pause %v, spill buffer %d; want %v, %d", cfg.stallPause, cfg.spillBuffer, defaultStallPause, defaultSpillBuffer)
+	}
+	if cfg := parse(t, "--stall-limit", "300ms", "--spill-buffer", "0"); cfg.stallPause != 300*time.Millisecond || cfg.spillBuffer != 0 {
+		t.Errorf("--stall-limit 300ms --spill-buffer 0: stall pause %v, spill buffer %d; want the pause lowered to the limit, 0", cfg.stallPause, cfg.spillBuffer)
 	}
 	if cfg := parse(t, "--metrics-listen", "127.0.0.1:0"); cfg.clientsShowAddr {
 		t.Errorf("defaults: clients show addr %v; want false", cfg.clientsShowAddr)

@@ -38,13 +38,21 @@ func noSpill() config {
 	return cfg
 }
 
-// spillCase returns the rig's config with the spill on or off, and how long
-// one frozen reader then holds the stream: --stall-pause, or the stall limit.
-func spillCase(spill bool) (config, time.Duration) {
-	if spill {
-		return hubConfig(), defaultStallPause
+// bothSpills runs f in a synctest bubble as the subtests spill=false and
+// spill=true, with a rig whose hub has the spill off or on, and how long one
+// frozen reader then holds the stream: the stall limit, or --stall-pause.
+func bothSpills(t *testing.T, f func(t *testing.T, r *stallRig, hold time.Duration)) {
+	for _, spill := range []bool{false, true} {
+		t.Run(fmt.Sprintf("spill=%v", spill), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				cfg, hold := noSpill(), defaultStallLimit
+				if spill {
+					cfg, hold = hubConfig(), defaultStallPause
+				}
+				f(t, newStallRig(t, cfg), hold)
+			})
+		})
 	}
-	return noSpill(), defaultStallLimit
 }
 
 // frozen registers a client from remote whose write never returns.
@@ -96,24 +104,20 @@ func (r *stallRig) frozenGone() {
 // TestStallFrozenTogether: k readers frozen at once, fewer than the healthy
 // ones, pause the stream about one --stall-pause in all, not one each: the
 // stall clock is each client's blocked write, not the hub's wait. Without
-// the spill they hold it about one stall limit in all. Either way they are
-// disconnected at the stall limit.
+// the spill they hold it about one stall limit in all, and are then
+// disconnected; with it, --write-timeout closes them.
 func TestStallFrozenTogether(t *testing.T) {
-	for _, spill := range []bool{true, false} {
-		for _, k := range []int{1, 2, 4} {
-			t.Run(fmt.Sprintf("spill=%v/frozen=%d", spill, k), func(t *testing.T) {
-				synctest.Test(t, func(t *testing.T) {
-					cfg, want := spillCase(spill)
-					r := newStallRig(t, cfg)
-					for i := range k {
-						r.frozen(fmt.Sprintf("frozen%d", i), "")
-					}
-					r.holds(fmt.Sprintf("%d frozen readers", k), want, want+r.base+5*stallTick)
-					r.frozenGone()
-					r.stop()
-				})
+	for _, k := range []int{1, 2, 4} {
+		t.Run(fmt.Sprintf("frozen=%d", k), func(t *testing.T) {
+			bothSpills(t, func(t *testing.T, r *stallRig, hold time.Duration) {
+				for i := range k {
+					r.frozen(fmt.Sprintf("frozen%d", i), "")
+				}
+				r.holds(fmt.Sprintf("%d frozen readers", k), hold, hold+r.base+5*stallTick)
+				r.frozenGone()
+				r.stop()
 			})
-		}
+		})
 	}
 }
 
@@ -143,32 +147,26 @@ func TestStallPenalty(t *testing.T) {
 // all instead of 24 s), without the spill, where waits are longest. With it,
 // each reconnect pauses the stream --stall-pause at most, within the budget.
 func TestStallBudgetReconnects(t *testing.T) {
-	for _, spill := range []bool{false, true} {
-		t.Run(fmt.Sprintf("spill=%v", spill), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				cfg, each := spillCase(spill)
-				r := newStallRig(t, cfg)
-				limit := r.h.cfg.stallLimit
-				const every, rounds = 5 * time.Second, 8
-				var held time.Duration
-				for i := range rounds {
-					r.frozen(fmt.Sprintf("frozen%d", i), fmt.Sprintf("127.0.1.%d:4000", i+1))
-					took := r.publish(50)
-					if took > each+r.base+5*stallTick {
-						t.Errorf("reconnect %d held the stream %v; want %v at most", i, took, each)
-					}
-					held += took
-					time.Sleep(every - took%every)
-				}
-				budget := limit + time.Duration(float64(limit)*float64(rounds*every)/float64(budgetWindow))
-				if held < each || held > budget+rounds*r.base {
-					t.Errorf("%d reconnects held the stream %v in all; want the stall budget, %v, at most", rounds, held, budget)
-				}
-				r.frozenGone()
-				r.stop()
-			})
-		})
-	}
+	bothSpills(t, func(t *testing.T, r *stallRig, each time.Duration) {
+		limit := r.h.cfg.stallLimit
+		const every, rounds = 5 * time.Second, 8
+		var held time.Duration
+		for i := range rounds {
+			r.frozen(fmt.Sprintf("frozen%d", i), fmt.Sprintf("127.0.1.%d:4000", i+1))
+			took := r.publish(50)
+			if took > each+r.base+5*stallTick {
+				t.Errorf("reconnect %d held the stream %v; want %v at most", i, took, each)
+			}
+			held += took
+			time.Sleep(every - took%every)
+		}
+		budget := limit + time.Duration(float64(limit)*float64(rounds*every)/float64(budgetWindow))
+		if held < each || held > budget+rounds*r.base {
+			t.Errorf("%d reconnects held the stream %v in all; want the stall budget, %v, at most", rounds, held, budget)
+		}
+		r.frozenGone()
+		r.stop()
+	})
 }
 
 // TestStallBudgetEstablished: a client connected before the budget was

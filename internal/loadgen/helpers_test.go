@@ -273,7 +273,19 @@ func testCert(t *testing.T) (*tls.Config, *x509.CertPool) {
 // the target in its table.
 func checkTargetRun(t *testing.T, url, framing, kind string) {
 	t.Helper()
-	opts := testOptions(url, framing)
+	res, out := shortRun(t, testOptions(url, framing))
+	if res.Target != kind || res.Published < 1000 {
+		t.Errorf("Run against %s: target %q, %d published; want %s, at least 1000", url, res.Target, res.Published, kind)
+	}
+	if want := fmt.Sprintf("target       %s (%s, %s)", url, kind, framing); !strings.Contains(out, want) {
+		t.Errorf("table has no %q:\n%s", want, out)
+	}
+}
+
+// shortRun runs a 500ms measurement with opts, checks that it is clean, and
+// returns its result and the table it printed.
+func shortRun(t *testing.T, opts Options) (Result, string) {
+	t.Helper()
 	opts.Duration, opts.Warmup = 500*time.Millisecond, 100*time.Millisecond
 	var out bytes.Buffer
 	res, err := Run(context.Background(), opts, &out)
@@ -281,10 +293,5 @@ func checkTargetRun(t *testing.T, url, framing, kind string) {
 		t.Fatalf("Run: %v", err)
 	}
 	checkClean(t, res)
-	if res.Target != kind || res.Published < 1000 {
-		t.Errorf("Run against %s: target %q, %d published; want %s, at least 1000", url, res.Target, res.Published, kind)
-	}
-	if want := fmt.Sprintf("target       %s (%s, %s)", url, kind, framing); !strings.Contains(out.String(), want) {
-		t.Errorf("table has no %q:\n%s", want, out.String())
-	}
+	return res, out.String()
 }

@@ -111,19 +111,13 @@ func TestWS(t *testing.T) {
 			if tt.url {
 				opts.Addr, opts.WS = "ws://"+h.addr()+"/ws", false
 			}
-			opts.Duration, opts.Warmup = 500*time.Millisecond, 100*time.Millisecond
-			var out bytes.Buffer
-			res, err := Run(context.Background(), opts, &out)
-			if err != nil {
-				t.Fatalf("Run: %v", err)
-			}
-			checkClean(t, res)
+			res, out := shortRun(t, opts)
 			if res.Target != kindWS || res.Published < 1000 || h.wrong.Load() != 0 {
 				t.Errorf("Run against %s: target %q, %d published, %d messages framed wrongly; want ws, at least 1000, 0",
 					h.addr(), res.Target, res.Published, h.wrong.Load())
 			}
-			if want := "target       " + opts.Addr + " (ws, " + tt.framing + ")"; !strings.Contains(out.String(), want) {
-				t.Errorf("table has no %q:\n%s", want, out.String())
+			if want := "target       " + opts.Addr + " (ws, " + tt.framing + ")"; !strings.Contains(out, want) {
+				t.Errorf("table has no %q:\n%s", want, out)
 			}
 		})
 	}

@@ -53,16 +53,17 @@ type spill struct {
 // end returns the sequence the next batch added will have.
 func (s *spill) end() uint64 { return s.base + uint64(len(s.batches)) }
 
+// last reports whether b is the batch added last: another client missed it
+// already.
+func (s *spill) last(b *batch) bool { return len(s.batches) > 0 && s.batches[len(s.batches)-1] == b }
+
 // batchCost is what b counts toward --spill-buffer.
 func batchCost(b *batch) int { return b.bytes + msgCost*len(b.msgs) }
 
 // spillFits reports whether the hub can go on without a client that misses b.
 func (h *hub) spillFits(b *batch) bool {
 	s := &h.sp
-	if n := len(s.batches); n > 0 && s.batches[n-1] == b {
-		return true // another client missed b already
-	}
-	return s.cost+batchCost(b) <= h.cfg.spillBuffer
+	return s.last(b) || s.cost+batchCost(b) <= h.cfg.spillBuffer
 }
 
 // push appends b.
@@ -77,7 +78,7 @@ func (h *hub) push(b *batch) {
 // keeps what c misses, b first, and feeds it as c's writer frees room.
 func (h *hub) goOnWithout(c *client, b *batch, waited time.Duration) {
 	s := &h.sp
-	if n := len(s.batches); n == 0 || s.batches[n-1] != b {
+	if !s.last(b) {
 		h.push(b)
 	}
 	c.spilled, c.next, c.spillAt = true, s.end()-1, len(s.clients)
@@ -139,6 +140,9 @@ func (h *hub) feed(c *client) bool {
 // room and after each fan-out.
 func (h *hub) feedAll() {
 	s := &h.sp
+	if len(s.clients) == 0 {
+		return // the common case: after each fan-out
+	}
 	for i := len(s.clients) - 1; i >= 0; i-- { // feed may remove s.clients[i]
 		c := s.clients[i]
 		h.feed(c)
